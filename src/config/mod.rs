@@ -1,0 +1,421 @@
+//! Configuration: the TOML model, its validation, and secrets read from the environment or files.
+//!
+//! Loading is two steps. Parsing turns the file into [`Config`] (serde, unknown fields denied);
+//! [`validate`] then checks every cross-reference and value and reports *all* problems with the
+//! path of the field they concern, so one `portcullis check` run shows every mistake in a file.
+
+mod lenient;
+mod model;
+mod secret;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use lenient::{ByteSize, Dur, Lenient, Parse};
+pub use model::*;
+pub use secret::{read_secret, SecretError};
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Where in the file, e.g. `routes[2].upstream`.
+    pub path: String,
+    /// What is wrong and, where it helps, what would be right.
+    pub reason: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Why a config file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the model.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but failed validation.
+    #[error("{}", render_issues(file, issues))]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Every problem found.
+        issues: Vec<Issue>,
+    },
+}
+
+fn render_issues(file: &Path, issues: &[Issue]) -> String {
+    let mut out = String::new();
+    for (i, issue) in issues.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("{}: {issue}", file.display()));
+    }
+    out
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let config = parse(&text).map_err(|message| ConfigError::Parse {
+        file: file.to_path_buf(),
+        message,
+    })?;
+    let issues = validate(&config);
+    if issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_path_buf(),
+            issues,
+        })
+    }
+}
+
+/// Parses TOML text into the model without validating it.
+pub fn parse(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', "\n  "))
+}
+
+/// Checks a parsed config and returns every problem found (empty when valid).
+pub fn validate(config: &Config) -> Vec<Issue> {
+    let mut v = Validator::default();
+    v.server(&config.server);
+    v.admin(&config.admin);
+    v.log(&config.log);
+    let upstreams = v.upstreams(&config.upstreams);
+    v.routes(&config.routes, &upstreams);
+    v.issues
+}
+
+#[derive(Default)]
+struct Validator {
+    issues: Vec<Issue>,
+}
+
+// === impl Validator ===
+
+impl Validator {
+    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.issues.push(Issue {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn lenient<T>(&mut self, path: impl Into<String>, value: &Lenient<T>) -> bool {
+        match value.error() {
+            Some(e) => {
+                let e = e.to_string();
+                self.push(path, e);
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn positive_duration(&mut self, path: String, value: &Lenient<Dur>) {
+        if self.lenient(path.clone(), value) && value.ok().is_some_and(|d| d.0.is_zero()) {
+            self.push(path, "must be greater than zero");
+        }
+    }
+
+    fn server(&mut self, s: &ServerConfig) {
+        if s.listen.is_empty() && s.tls.is_none() {
+            self.push("server.listen", "no listener: give at least one address or [server.tls]");
+        }
+        let mut seen = HashSet::new();
+        for (i, addr) in s.listen.iter().enumerate() {
+            let path = format!("server.listen[{i}]");
+            if self.lenient(path.clone(), addr) && !seen.insert(addr.raw().trim().to_string()) {
+                self.push(path, format!("address {:?} is listed twice", addr.raw()));
+            }
+        }
+        if let Some(tls) = &s.tls {
+            self.lenient("server.tls.listen", &tls.listen);
+            if tls.listen.ok().is_some() && seen.contains(tls.listen.raw().trim()) {
+                self.push("server.tls.listen", "already used by a plain HTTP listener");
+            }
+            for (field, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if !Path::new(file).is_file() {
+                    self.push(format!("server.tls.{field}"), format!("no such file {file:?}"));
+                }
+            }
+        }
+        if s.threads == 0 || s.threads > 1024 {
+            self.push("server.threads", "must be between 1 and 1024");
+        }
+        self.positive_duration("server.keepalive_timeout".into(), &s.keepalive_timeout);
+        self.lenient("server.grace_period", &s.grace_period);
+        for (i, net) in s.trusted_proxies.iter().enumerate() {
+            self.lenient(format!("server.trusted_proxies[{i}]"), net);
+        }
+        self.lenient("server.max_body_size", &s.max_body_size);
+    }
+
+    fn admin(&mut self, a: &AdminConfig) {
+        if !self.lenient("admin.listen", &a.listen) {
+            return;
+        }
+        if a.token_env.is_some() && a.token_file.is_some() {
+            self.push("admin", "give token_env or token_file, not both");
+        }
+        if let Some(file) = &a.token_file {
+            if let Err(e) = read_secret(None, Some(file)) {
+                self.push("admin.token_file", e.to_string());
+            }
+        }
+        let loopback = a.listen.ok().is_some_and(|addr| addr.ip().is_loopback());
+        let token = read_secret(a.token_env.as_deref(), a.token_file.as_deref())
+            .ok()
+            .flatten();
+        if !loopback && token.is_none() {
+            self.push(
+                "admin.listen",
+                format!(
+                    "{:?} is not a loopback address; the admin service refuses to listen there \
+                     without a token (set token_env or token_file, with the variable or file present)",
+                    a.listen.raw()
+                ),
+            );
+        }
+    }
+
+    fn log(&mut self, l: &LogConfig) {
+        if l.access_log.trim().is_empty() {
+            self.push("log.access_log", "give \"stdout\", \"off\" or a file path");
+        }
+        for (field, names) in [
+            ("log_headers", &l.log_headers),
+            ("sensitive_headers", &l.sensitive_headers),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    self.push(format!("log.{field}[{i}]"), format!("{name:?} is not a valid header name"));
+                }
+            }
+        }
+    }
+
+    /// Checks upstreams and returns the set of valid names for route cross-checks.
+    fn upstreams(&mut self, upstreams: &[UpstreamConfig]) -> HashSet<String> {
+        let mut names = HashSet::new();
+        for (i, u) in upstreams.iter().enumerate() {
+            let at = format!("upstreams[{i}]");
+            if u.name.trim().is_empty() {
+                self.push(format!("{at}.name"), "must not be empty");
+            } else if !names.insert(u.name.clone()) {
+                self.push(format!("{at}.name"), format!("upstream name {:?} is used twice", u.name));
+            }
+            if u.peers.is_empty() {
+                self.push(format!("{at}.peers"), "needs at least one peer");
+            }
+            for (j, p) in u.peers.iter().enumerate() {
+                self.lenient(format!("{at}.peers[{j}].addr"), &p.addr);
+                if p.weight == 0 || p.weight > 1000 {
+                    self.push(format!("{at}.peers[{j}].weight"), "must be between 1 and 1000");
+                }
+            }
+            if u.selection == Selection::ConsistentHash {
+                if let Err(e) = HashKey::parse(&u.hash_key) {
+                    self.push(format!("{at}.hash_key"), e);
+                }
+            }
+            if u.tls && u.sni.is_none() && u.host_header.is_none() && u.verify_cert {
+                self.push(
+                    format!("{at}.sni"),
+                    "an HTTPS upstream with certificate verification needs `sni` (or `host_header`) \
+                     to check the certificate against",
+                );
+            }
+            if let Some(h) = &u.host_header {
+                if http::HeaderValue::from_str(h).is_err() {
+                    self.push(format!("{at}.host_header"), format!("{h:?} is not a valid header value"));
+                }
+            }
+            self.positive_duration(format!("{at}.connect_timeout"), &u.connect_timeout);
+            self.positive_duration(format!("{at}.read_timeout"), &u.read_timeout);
+            self.positive_duration(format!("{at}.write_timeout"), &u.write_timeout);
+            self.positive_duration(format!("{at}.idle_timeout"), &u.idle_timeout);
+            if let Some(hc) = &u.health_check {
+                let at = format!("{at}.health_check");
+                self.positive_duration(format!("{at}.interval"), &hc.interval);
+                self.positive_duration(format!("{at}.timeout"), &hc.timeout);
+                if !hc.path.starts_with('/') {
+                    self.push(format!("{at}.path"), "must start with '/'");
+                }
+                for (field, n) in [
+                    ("healthy_threshold", hc.healthy_threshold),
+                    ("unhealthy_threshold", hc.unhealthy_threshold),
+                ] {
+                    if n == 0 || n > 100 {
+                        self.push(format!("{at}.{field}"), "must be between 1 and 100");
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    fn routes(&mut self, routes: &[RouteConfig], upstreams: &HashSet<String>) {
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, r) in routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if r.name.trim().is_empty() {
+                self.push(format!("{at}.name"), "must not be empty");
+            } else if !names.insert(r.name.clone()) {
+                self.push(format!("{at}.name"), format!("route name {:?} is used twice", r.name));
+            }
+            if !upstreams.contains(&r.upstream) {
+                self.push(format!("{at}.upstream"), format!("no upstream named {:?}", r.upstream));
+            }
+            for (j, h) in r.hosts.iter().enumerate() {
+                if let Err(e) = HostPattern::parse(h) {
+                    self.push(format!("{at}.hosts[{j}]"), e);
+                }
+            }
+            if !r.path.starts_with('/') {
+                self.push(format!("{at}.path"), format!("{:?} must start with '/'", r.path));
+            }
+            let mut methods = Vec::new();
+            for (j, m) in r.methods.iter().enumerate() {
+                match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => methods.push(m.to_string()),
+                    Err(_) => self.push(format!("{at}.methods[{j}]"), format!("{m:?} is not an HTTP method")),
+                }
+            }
+            methods.sort();
+            methods.dedup();
+            for (side, rules) in [("request_headers", &r.request_headers), ("response_headers", &r.response_headers)] {
+                for (name, value) in &rules.add {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        self.push(format!("{at}.{side}.add"), format!("{name:?} is not a valid header name"));
+                    }
+                    if http::HeaderValue::from_str(value).is_err() {
+                        self.push(format!("{at}.{side}.add.{name}"), "not a valid header value");
+                    }
+                }
+                for (j, name) in rules.remove.iter().enumerate() {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        self.push(format!("{at}.{side}.remove[{j}]"), format!("{name:?} is not a valid header name"));
+                    }
+                }
+            }
+            for (field, d) in [
+                ("connect_timeout", &r.connect_timeout),
+                ("read_timeout", &r.read_timeout),
+                ("write_timeout", &r.write_timeout),
+            ] {
+                if let Some(d) = d {
+                    self.positive_duration(format!("{at}.{field}"), d);
+                }
+            }
+            if r.retries > 10 {
+                self.push(format!("{at}.retries"), "at most 10");
+            }
+            let mut hosts: Vec<String> = r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            if hosts.is_empty() {
+                hosts.push("*any*".into());
+            }
+            for host in hosts {
+                let key = (host.clone(), r.path.clone(), r.path_match, methods.clone());
+                if !keys.insert(key) {
+                    self.push(
+                        format!("{at}"),
+                        format!(
+                            "another route already matches host {host:?}, {:?} path {:?} and methods {:?}",
+                            r.path_match, r.path, methods
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What a consistent-hash pool hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    ClientIp,
+    /// The request path (without query).
+    Path,
+    /// The value of a request header (lowercased name).
+    Header(http::HeaderName),
+}
+
+impl HashKey {
+    /// Parses "client_ip", "path" or "header:<name>".
+    pub fn parse(s: &str) -> Result<HashKey, String> {
+        match s {
+            "client_ip" => Ok(HashKey::ClientIp),
+            "path" => Ok(HashKey::Path),
+            _ => match s.strip_prefix("header:") {
+                Some(name) => http::HeaderName::from_bytes(name.trim().as_bytes())
+                    .map(HashKey::Header)
+                    .map_err(|_| format!("{name:?} is not a valid header name")),
+                None => Err(format!(
+                    "{s:?} is not a hash key; use \"client_ip\", \"path\" or \"header:<name>\""
+                )),
+            },
+        }
+    }
+}
+
+/// A host to match: exact, or a `*.` wildcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Exact host name, lowercased.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches any name ending with it.
+    Suffix(String),
+}
+
+impl HostPattern {
+    /// Parses "api.example.com" or "*.example.com".
+    pub fn parse(s: &str) -> Result<HostPattern, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        if !valid {
+            return Err(format!(
+                "{s:?} is not a host; write \"api.example.com\" or \"*.example.com\" (no port, no scheme)"
+            ));
+        }
+        Ok(if wild {
+            HostPattern::Suffix(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_string())
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! The TOML file as typed structs. Every section denies unknown fields so that a typo is an
+//! error, not a silently ignored setting. Defaults live next to the fields they fill.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::lenient::{ByteSize, Dur, Lenient};
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and process-wide settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The loopback admin service.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Access log and redaction.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Named pools of upstream peers that routes send traffic to.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Request matching rules, each pointing at one upstream.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: what the proxy listens on and how the process behaves.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Plain HTTP listen addresses (needs a restart to change).
+    pub listen: Vec<Lenient<SocketAddr>>,
+    /// Optional HTTPS listener (needs a restart to change).
+    pub tls: Option<TlsListenerConfig>,
+    /// Worker threads of the proxy service (needs a restart to change).
+    pub threads: usize,
+    /// How long an idle HTTP/1.1 keep-alive connection is kept open.
+    pub keepalive_timeout: Lenient<Dur>,
+    /// On SIGTERM: how long in-flight requests get to finish before the process exits.
+    pub grace_period: Lenient<Dur>,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<Lenient<IpNet>>,
+    /// Requests whose declared `Content-Length` exceeds this get 413.
+    pub max_body_size: Lenient<ByteSize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![Lenient::new("127.0.0.1:8080")],
+            tls: None,
+            threads: 1,
+            keepalive_timeout: Lenient::new("60s"),
+            grace_period: Lenient::new("5s"),
+            trusted_proxies: Vec::new(),
+            max_body_size: Lenient::new("10MiB"),
+        }
+    }
+}
+
+/// `[server.tls]`: an HTTPS listener with HTTP/2.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// HTTPS listen address.
+    pub listen: Lenient<SocketAddr>,
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+    /// Offer HTTP/2 by ALPN.
+    #[serde(default = "yes")]
+    pub h2: bool,
+}
+
+/// `[admin]`: the admin service (health, metrics, reload).
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address; must be loopback unless a token is configured.
+    pub listen: Lenient<SocketAddr>,
+    /// Environment variable that holds the bearer token for mutating endpoints.
+    pub token_env: Option<String>,
+    /// File that holds the bearer token (trailing whitespace is trimmed).
+    pub token_file: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Lenient::new("127.0.0.1:9901"),
+            token_env: None,
+            token_file: None,
+        }
+    }
+}
+
+/// `[log]`: access log destination and what is never written to it.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "stdout", "off", or a file path to append to.
+    pub access_log: String,
+    /// Request headers to include in each access-log line (sensitive ones are redacted).
+    pub log_headers: Vec<String>,
+    /// Extra header names that are sensitive, on top of the built-in ones.
+    pub sensitive_headers: Vec<String>,
+    /// Query parameters whose values are redacted in the logged path.
+    pub sensitive_query_params: Vec<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access_log: "stdout".to_string(),
+            log_headers: vec!["user-agent".to_string()],
+            sensitive_headers: Vec::new(),
+            sensitive_query_params: Vec::new(),
+        }
+    }
+}
+
+/// `[[upstreams]]`: a named pool of peers.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name that routes refer to.
+    pub name: String,
+    /// The peers of the pool.
+    pub peers: Vec<PeerConfig>,
+    /// How a peer is picked for a request.
+    #[serde(default)]
+    pub selection: Selection,
+    /// What is hashed for `consistent_hash`: "client_ip", "path" or "header:<name>".
+    #[serde(default = "default_hash_key")]
+    pub hash_key: String,
+    /// Talk HTTPS to the peers.
+    #[serde(default)]
+    pub tls: bool,
+    /// TLS server name (SNI and certificate check); defaults to `host_header`.
+    pub sni: Option<String>,
+    /// Verify the peer certificate and its host name (on by default).
+    #[serde(default = "yes")]
+    pub verify_cert: bool,
+    /// Host header sent upstream when the route does not preserve the client's.
+    pub host_header: Option<String>,
+    /// TCP (and TLS) connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Lenient<Dur>,
+    /// Maximum wait for each read from the peer.
+    #[serde(default = "default_io_timeout")]
+    pub read_timeout: Lenient<Dur>,
+    /// Maximum wait for each write to the peer.
+    #[serde(default = "default_io_timeout")]
+    pub write_timeout: Lenient<Dur>,
+    /// How long an idle pooled connection to a peer is kept.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Lenient<Dur>,
+    /// Active health checking; absent means every peer is always considered healthy.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// One upstream peer.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// `ip:port` of the peer.
+    pub addr: Lenient<SocketAddr>,
+    /// Relative share of traffic.
+    #[serde(default = "one")]
+    pub weight: usize,
+}
+
+/// Peer selection algorithm.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Ketama consistent hashing on `hash_key`.
+    ConsistentHash,
+}
+
+/// `[upstreams.health_check]`.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// "http" (expects a 2xx from `path`) or "tcp" (a connect succeeds).
+    pub kind: HealthCheckKind,
+    /// Path requested by HTTP checks.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between checks of a peer.
+    #[serde(default = "default_health_interval")]
+    pub interval: Lenient<Dur>,
+    /// Connect and read timeout of one check.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Lenient<Dur>,
+    /// Consecutive successes that restore an ejected peer.
+    #[serde(default = "two")]
+    pub healthy_threshold: usize,
+    /// Consecutive failures that eject a peer.
+    #[serde(default = "two")]
+    pub unhealthy_threshold: usize,
+}
+
+/// Kind of active health check.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// HTTP GET of `path`, 2xx is healthy.
+    Http,
+    /// TCP connect.
+    Tcp,
+}
+
+/// `[[routes]]`: which requests go where, and what happens on the way.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Hosts to match: exact ("api.example.com") or wildcard ("*.example.com"); empty = any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path to match; see `path_match`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// "prefix" (segment-aware; longest prefix wins) or "exact".
+    #[serde(default)]
+    pub path_match: PathMatch,
+    /// Allowed methods; empty = any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Name of the `[[upstreams]]` entry.
+    pub upstream: String,
+    /// Remove the matched prefix before proxying ("/api/users" → "/users").
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Send the client's Host header upstream instead of the upstream's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Headers changed on the way to the upstream.
+    #[serde(default)]
+    pub request_headers: HeaderRules,
+    /// Headers changed on the way back to the client.
+    #[serde(default)]
+    pub response_headers: HeaderRules,
+    /// Overrides the upstream's connect timeout.
+    pub connect_timeout: Option<Lenient<Dur>>,
+    /// Overrides the upstream's read timeout.
+    pub read_timeout: Option<Lenient<Dur>>,
+    /// Overrides the upstream's write timeout.
+    pub write_timeout: Option<Lenient<Dur>>,
+    /// Extra attempts on another peer after a failure listed in `retry_on`.
+    #[serde(default = "one")]
+    pub retries: usize,
+    /// Failures that are retried: "connect_failure" (always safe), "upstream_error"
+    /// (after the request was sent; idempotent methods only).
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<RetryOn>,
+}
+
+/// How a route's path is compared.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    /// Matches the path and everything below it, on segment boundaries.
+    #[default]
+    Prefix,
+    /// Matches only this path.
+    Exact,
+}
+
+/// Failures a route may retry.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The connection to the peer could not be made; the request was never sent.
+    ConnectFailure,
+    /// The peer failed after the request was sent (idempotent methods only).
+    UpstreamError,
+}
+
+/// Header edits.
+#[derive(Debug, Deserialize, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRules {
+    /// Headers set (replacing any value of the same name).
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Headers removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn two() -> usize {
+    2
+}
+fn default_hash_key() -> String {
+    "client_ip".to_string()
+}
+fn default_path() -> String {
+    "/".to_string()
+}
+fn default_connect_timeout() -> Lenient<Dur> {
+    Lenient::new("1s")
+}
+fn default_io_timeout() -> Lenient<Dur> {
+    Lenient::new("30s")
+}
+fn default_idle_timeout() -> Lenient<Dur> {
+    Lenient::new("60s")
+}
+fn default_health_path() -> String {
+    "/".to_string()
+}
+fn default_health_interval() -> Lenient<Dur> {
+    Lenient::new("5s")
+}
+fn default_health_timeout() -> Lenient<Dur> {
+    Lenient::new("1s")
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure]
+}

@@ -1,0 +1,23 @@
+//! Portcullis: an API gateway on Pingora whose shared state lives in Redis.
+//!
+//! Modules, one per concern; dependencies point one way (proxy and admin use the others):
+//!
+//! - [`config`]: the TOML model, validation that reports every problem with its path, secrets
+//!   from environment variables or files.
+//! - [`runtime`]: a validated config compiled into the immutable form requests run against
+//!   (routing table, pools, pre-parsed headers), swapped atomically on reload.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation, routing, upstream pools with health
+//!   checks, forwarding headers, and the one error type that knows its HTTP status.
+//! - [`observe`]: Prometheus metrics, the JSON access log with redaction, request ids.
+//! - [`admin`]: the loopback admin service (health, readiness, metrics, reload).
+//! - [`server`]: assembles the Pingora server from a config file.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod config;
+pub mod observe;
+pub mod proxy;
+pub mod runtime;
+pub mod server;

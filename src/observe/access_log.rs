@@ -1,0 +1,368 @@
+//! The JSON access log: one line per request, written by a dedicated thread so a slow disk or
+//! pipe never stalls a proxy worker. Lines that cannot be queued are dropped and counted.
+//!
+//! Secrets never reach a line: credentials headers are not logged at all unless named in
+//! `log_headers`, and then only as `[REDACTED]`; sensitive query values are replaced likewise.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+
+use prometheus::IntCounter;
+
+use crate::config::LogConfig;
+
+const REDACTED: &str = "[REDACTED]";
+
+/// Headers that always carry credentials.
+const BUILTIN_SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+
+/// Query parameters that commonly carry credentials.
+const BUILTIN_SENSITIVE_PARAMS: &[&str] = &[
+    "api_key",
+    "apikey",
+    "access_token",
+    "id_token",
+    "token",
+    "client_secret",
+    "password",
+];
+
+/// Decides what of a request may be written to the log.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// (header name, is sensitive) for each header to log.
+    log_headers: Vec<(http::HeaderName, bool)>,
+    sensitive_params: Vec<String>,
+}
+
+impl Redactor {
+    /// Builds the redaction rules from `[log]`.
+    pub fn new(config: &LogConfig) -> Redactor {
+        let sensitive_headers: Vec<String> = BUILTIN_SENSITIVE_HEADERS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(config.sensitive_headers.iter().map(|s| s.to_ascii_lowercase()))
+            .collect();
+        let log_headers = config
+            .log_headers
+            .iter()
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .map(|h| {
+                let sensitive = sensitive_headers.iter().any(|s| s == h.as_str());
+                (h, sensitive)
+            })
+            .collect();
+        let sensitive_params = BUILTIN_SENSITIVE_PARAMS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(config.sensitive_query_params.iter().cloned())
+            .collect();
+        Redactor {
+            log_headers,
+            sensitive_params,
+        }
+    }
+
+    /// Writes the path with the values of sensitive query parameters replaced.
+    pub fn write_path(&self, out: &mut String, path_and_query: &str) {
+        let Some((path, query)) = path_and_query.split_once('?') else {
+            json_escape_into(out, path_and_query);
+            return;
+        };
+        json_escape_into(out, path);
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
+            let sensitive = self
+                .sensitive_params
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(name) || percent_decoded_eq(name, p));
+            if sensitive {
+                json_escape_into(out, name);
+                out.push('=');
+                out.push_str(REDACTED);
+            } else {
+                json_escape_into(out, pair);
+            }
+        }
+    }
+}
+
+/// Compares a possibly percent-encoded parameter name with a plain one, so `%61pi_key`
+/// cannot smuggle a key past redaction.
+fn percent_decoded_eq(encoded: &str, plain: &str) -> bool {
+    if !encoded.contains('%') && !encoded.contains('+') {
+        return false;
+    }
+    let bytes = encoded.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        decoded.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        decoded.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            b => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok_and(|d| d.eq_ignore_ascii_case(plain))
+}
+
+/// What one access-log line says about a request.
+pub struct AccessRecord<'a> {
+    /// Request id (sent back to the client too).
+    pub request_id: &'a str,
+    /// Route name, or "-" when none matched.
+    pub route: &'a str,
+    /// Request method.
+    pub method: &'a str,
+    /// Path and query as received.
+    pub path: &'a str,
+    /// Response status (0 when no response was sent).
+    pub status: u16,
+    /// Request body bytes read from the client.
+    pub bytes_in: usize,
+    /// Response body bytes sent to the client.
+    pub bytes_out: usize,
+    /// Total time in the gateway.
+    pub duration: std::time::Duration,
+    /// Time waiting on the upstream, if one was contacted.
+    pub upstream_duration: Option<std::time::Duration>,
+    /// The peer that served the request.
+    pub upstream: Option<std::net::SocketAddr>,
+    /// The client's address as the gateway saw it.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// Request headers, for the configured `log_headers`.
+    pub headers: &'a http::HeaderMap,
+}
+
+/// Where access-log lines go.
+pub struct AccessLog {
+    sender: Option<SyncSender<String>>,
+    dropped: IntCounter,
+}
+
+impl AccessLog {
+    /// Starts the writer for `destination` ("stdout", "off", or a path to append to).
+    pub fn start(destination: &str, dropped: IntCounter) -> std::io::Result<AccessLog> {
+        let sink: Box<dyn Write + Send> = match destination {
+            "off" => {
+                return Ok(AccessLog {
+                    sender: None,
+                    dropped,
+                })
+            }
+            "stdout" => Box::new(std::io::stdout()),
+            path => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        let (sender, receiver) = sync_channel(16 * 1024);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(receiver, sink))?;
+        Ok(AccessLog {
+            sender: Some(sender),
+            dropped,
+        })
+    }
+
+    /// Formats and queues one line; never blocks.
+    pub fn record(&self, redactor: &Redactor, r: &AccessRecord<'_>) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        let line = format_line(redactor, r);
+        match sender.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+}
+
+fn write_lines(receiver: Receiver<String>, sink: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
+    while let Ok(line) = receiver.recv() {
+        let _ = out.write_all(line.as_bytes());
+        // Drain what is queued, then flush once: batches under load, prompt when idle.
+        while let Ok(line) = receiver.try_recv() {
+            let _ = out.write_all(line.as_bytes());
+        }
+        let _ = out.flush();
+    }
+}
+
+fn format_line(redactor: &Redactor, r: &AccessRecord<'_>) -> String {
+    let mut s = String::with_capacity(320);
+    s.push_str("{\"time\":\"");
+    let now = time::OffsetDateTime::now_utc();
+    let _ = write!(
+        s,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    );
+    s.push_str("\",\"request_id\":\"");
+    json_escape_into(&mut s, r.request_id);
+    s.push_str("\",\"route\":\"");
+    json_escape_into(&mut s, r.route);
+    s.push_str("\",\"method\":\"");
+    json_escape_into(&mut s, r.method);
+    s.push_str("\",\"path\":\"");
+    redactor.write_path(&mut s, r.path);
+    let _ = write!(
+        s,
+        "\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3}",
+        r.status,
+        r.bytes_in,
+        r.bytes_out,
+        r.duration.as_secs_f64() * 1000.0
+    );
+    match r.upstream_duration {
+        Some(d) => {
+            let _ = write!(s, ",\"upstream_ms\":{:.3}", d.as_secs_f64() * 1000.0);
+        }
+        None => s.push_str(",\"upstream_ms\":null"),
+    }
+    match r.upstream {
+        Some(a) => {
+            let _ = write!(s, ",\"upstream\":\"{a}\"");
+        }
+        None => s.push_str(",\"upstream\":null"),
+    }
+    match r.client_ip {
+        Some(ip) => {
+            let _ = write!(s, ",\"client_ip\":\"{ip}\"");
+        }
+        None => s.push_str(",\"client_ip\":null"),
+    }
+    for (name, sensitive) in &redactor.log_headers {
+        if let Some(value) = r.headers.get(name) {
+            s.push_str(",\"");
+            s.push_str(name.as_str());
+            s.push_str("\":\"");
+            if *sensitive {
+                s.push_str(REDACTED);
+            } else {
+                json_escape_into(&mut s, &String::from_utf8_lossy(value.as_bytes()));
+            }
+            s.push('"');
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Appends `value` as the inside of a JSON string.
+pub fn json_escape_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor(params: &[&str], log_headers: &[&str]) -> Redactor {
+        Redactor::new(&LogConfig {
+            access_log: "off".into(),
+            log_headers: log_headers.iter().map(|s| s.to_string()).collect(),
+            sensitive_headers: vec!["x-secret".into()],
+            sensitive_query_params: params.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    fn path(r: &Redactor, p: &str) -> String {
+        let mut s = String::new();
+        r.write_path(&mut s, p);
+        s
+    }
+
+    #[test]
+    fn sensitive_query_values_are_replaced() {
+        let r = redactor(&["sig"], &[]);
+        assert_eq!(path(&r, "/a?x=1&sig=abc&api_key=k1"), "/a?x=1&sig=[REDACTED]&api_key=[REDACTED]");
+        assert_eq!(path(&r, "/a?%61pi_key=k2"), "/a?%61pi_key=[REDACTED]");
+        assert_eq!(path(&r, "/a?SIG=zz"), "/a?SIG=[REDACTED]");
+        assert_eq!(path(&r, "/a"), "/a");
+        assert_eq!(path(&r, "/a?%"), "/a?%");
+        assert_eq!(path(&r, "/a?%6"), "/a?%6");
+    }
+
+    #[test]
+    fn sensitive_headers_are_redacted_even_when_asked_for() {
+        let r = redactor(&[], &["user-agent", "authorization", "x-secret"]);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("user-agent", "curl/8".parse().unwrap());
+        headers.insert("authorization", "Bearer hunter2".parse().unwrap());
+        headers.insert("x-secret", "s3cr3t".parse().unwrap());
+        let line = format_line(
+            &r,
+            &AccessRecord {
+                request_id: "id",
+                route: "r",
+                method: "GET",
+                path: "/",
+                status: 200,
+                bytes_in: 0,
+                bytes_out: 2,
+                duration: std::time::Duration::from_millis(3),
+                upstream_duration: None,
+                upstream: None,
+                client_ip: None,
+                headers: &headers,
+            },
+        );
+        assert!(!line.contains("hunter2") && !line.contains("s3cr3t"), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid json");
+        assert_eq!(v["user-agent"], "curl/8");
+        assert_eq!(v["authorization"], "[REDACTED]");
+        assert_eq!(v["status"], 200);
+    }
+}

@@ -1,0 +1,120 @@
+//! One error type for everything the gateway answers itself, knowing its status, its machine
+//! code for the JSON body, and whether the failure may be retried on another peer.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+
+use super::router::MethodSet;
+use crate::observe::RequestId;
+
+/// A response the gateway produces instead of (or after failing to get) an upstream response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// No route matches host and path.
+    RouteNotFound,
+    /// A route matches host and path but not the method.
+    MethodNotAllowed(MethodSet),
+    /// The declared body is larger than `server.max_body_size`.
+    PayloadTooLarge,
+    /// The request is malformed in a way the gateway detects.
+    BadRequest(&'static str),
+    /// Every peer of the route's upstream is ejected (or was already tried).
+    NoHealthyUpstream,
+    /// The peer refused, reset or closed the connection, or sent garbage.
+    BadGateway,
+    /// The peer did not connect, answer or accept data in time.
+    UpstreamTimeout,
+    /// A bug or resource problem inside the gateway.
+    Internal,
+}
+
+impl GatewayError {
+    /// The HTTP status of the response.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::RouteNotFound => 404,
+            GatewayError::MethodNotAllowed(_) => 405,
+            GatewayError::PayloadTooLarge => 413,
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::NoHealthyUpstream | GatewayError::BadGateway => 502,
+            GatewayError::UpstreamTimeout => 504,
+            GatewayError::Internal => 500,
+        }
+    }
+
+    /// The machine-readable `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::RouteNotFound => "route_not_found",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
+            GatewayError::PayloadTooLarge => "payload_too_large",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::NoHealthyUpstream => "no_healthy_upstream",
+            GatewayError::BadGateway => "bad_gateway",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::Internal => "internal_error",
+        }
+    }
+
+    /// The human-readable `message` field; never includes request data.
+    pub fn message(&self) -> &'static str {
+        match self {
+            GatewayError::RouteNotFound => "no route matches this host and path",
+            GatewayError::MethodNotAllowed(_) => "this route does not accept the method",
+            GatewayError::PayloadTooLarge => "the request body is larger than this gateway accepts",
+            GatewayError::BadRequest(m) => m,
+            GatewayError::NoHealthyUpstream => "no healthy upstream peer is available",
+            GatewayError::BadGateway => "the upstream peer failed to answer",
+            GatewayError::UpstreamTimeout => "the upstream peer did not answer in time",
+            GatewayError::Internal => "the gateway failed to handle the request",
+        }
+    }
+
+    /// Maps a Pingora failure to the response the client gets.
+    pub fn from_proxy_error(e: &pingora::Error) -> GatewayError {
+        use pingora::{ErrorSource, ErrorType::*};
+        match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+                GatewayError::UpstreamTimeout
+            }
+            HTTPStatus(413) => GatewayError::PayloadTooLarge,
+            HTTPStatus(400) | InvalidHTTPHeader => GatewayError::BadRequest("malformed request"),
+            _ => match e.esource() {
+                ErrorSource::Upstream => GatewayError::BadGateway,
+                ErrorSource::Downstream => GatewayError::BadRequest("malformed request"),
+                ErrorSource::Internal | ErrorSource::Unset => GatewayError::Internal,
+            },
+        }
+    }
+
+    /// The JSON body `{"error","message","request_id"}`.
+    pub fn body(&self, request_id: &RequestId) -> Bytes {
+        // Codes and messages are fixed ASCII without quotes; the id is [A-Za-z0-9._:-].
+        Bytes::from(format!(
+            "{{\"error\":\"{}\",\"message\":\"{}\",\"request_id\":\"{}\"}}",
+            self.code(),
+            self.message(),
+            request_id.as_str()
+        ))
+    }
+
+    /// The response header for this error, with content type and length set.
+    pub fn response_header(&self, request_id: &RequestId, body_len: usize) -> pingora::Result<ResponseHeader> {
+        let mut resp = ResponseHeader::build(self.status(), Some(4))?;
+        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
+        resp.insert_header("x-request-id", request_id.as_str())?;
+        if let GatewayError::MethodNotAllowed(set) = self {
+            resp.insert_header(http::header::ALLOW, set.allow_header())?;
+        }
+        Ok(resp)
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message(), self.code())
+    }
+}
+
+impl std::error::Error for GatewayError {}

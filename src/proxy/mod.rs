@@ -1,0 +1,412 @@
+//! The Pingora `ProxyHttp` implementation. Deliberately thin: each phase calls one function of
+//! the module that owns the concern, in the order of a request's path (see ARCHITECTURE.md).
+
+pub mod error;
+pub mod forward;
+pub mod pool;
+pub mod router;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+
+use crate::config::HashKey;
+use crate::observe::{accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, RequestId};
+use crate::runtime::{Route, Runtime, RuntimeHandle};
+use error::GatewayError;
+use router::RouteMatch;
+
+/// Marks "no healthy peer" so `fail_to_proxy` can tell it from a failed connection.
+const NO_HEALTHY_UPSTREAM: ErrorType = ErrorType::Custom("no_healthy_upstream");
+
+/// The gateway's proxy logic.
+pub struct Gateway {
+    runtime: Arc<RuntimeHandle>,
+    metrics: Arc<Metrics>,
+    access_log: Arc<AccessLog>,
+}
+
+/// Per-request state shared across the proxy phases.
+pub struct RequestCtx {
+    start: Instant,
+    request_id: RequestId,
+    runtime: Option<Arc<Runtime>>,
+    route: Option<usize>,
+    matched_len: usize,
+    reject: Option<GatewayError>,
+    /// Peers tried so far, so a retry goes elsewhere.
+    tried: Vec<SocketAddr>,
+    peer_host: Option<http::HeaderValue>,
+    upstream_start: Option<Instant>,
+    upstream_duration: Option<Duration>,
+    /// The status of a response the gateway wrote itself.
+    error_status: Option<u16>,
+}
+
+impl Gateway {
+    /// Creates the proxy over a runtime handle (swapped on reload), metrics and the access log.
+    pub fn new(runtime: Arc<RuntimeHandle>, metrics: Arc<Metrics>, access_log: Arc<AccessLog>) -> Gateway {
+        Gateway {
+            runtime,
+            metrics,
+            access_log,
+        }
+    }
+}
+
+impl RequestCtx {
+    fn route(&self) -> Option<&Route> {
+        let rt = self.runtime.as_ref()?;
+        rt.routes.get(self.route?)
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn is_https(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form) or the Host header.
+fn request_host(req: &RequestHeader) -> &str {
+    req.uri
+        .host()
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
+/// Checks a declared body size against the limit.
+fn check_body_size(req: &RequestHeader, max: u64) -> Option<GatewayError> {
+    let value = req.headers.get(http::header::CONTENT_LENGTH)?;
+    match value.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+        Some(n) if n > max => Some(GatewayError::PayloadTooLarge),
+        Some(_) => None,
+        None => Some(GatewayError::BadRequest("Content-Length is not a number")),
+    }
+}
+
+/// Writes a JSON error response; the connection is closed after it when `close` is set.
+async fn respond_error(session: &mut Session, err: &GatewayError, ctx: &mut RequestCtx) -> Result<()> {
+    let body = err.body(&ctx.request_id);
+    let resp = err.response_header(&ctx.request_id, body.len())?;
+    ctx.error_status = Some(err.status());
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+fn hash_key_bytes<'a>(key: &HashKey, session: &'a Session, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
+    let req = session.req_header();
+    match key {
+        HashKey::Path => req.uri.path().as_bytes(),
+        HashKey::Header(name) => req.headers.get(name).map_or(&[][..], |v| v.as_bytes()),
+        HashKey::ClientIp => match client_ip(session) {
+            Some(IpAddr::V4(v4)) => {
+                ip_buf[..4].copy_from_slice(&v4.octets());
+                &ip_buf[..4]
+            }
+            Some(IpAddr::V6(v6)) => {
+                ip_buf.copy_from_slice(&v6.octets());
+                &ip_buf[..]
+            }
+            None => &[],
+        },
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: RequestId::default(),
+            runtime: None,
+            route: None,
+            matched_len: 0,
+            reject: None,
+            tried: Vec::new(),
+            peer_host: None,
+            upstream_start: None,
+            upstream_duration: None,
+            error_status: None,
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let rt = self.runtime.current();
+        let req = session.req_header();
+        ctx.request_id = req
+            .headers
+            .get("x-request-id")
+            .and_then(|v| accept_request_id(v.as_bytes()))
+            .unwrap_or_else(new_request_id);
+        match rt.router.find(request_host(req), req.uri.path(), req.method.as_str()) {
+            RouteMatch::Found { route, matched_len } => {
+                ctx.route = Some(route);
+                ctx.matched_len = matched_len;
+                ctx.reject = check_body_size(req, rt.max_body_size);
+            }
+            RouteMatch::MethodNotAllowed(allowed) => {
+                ctx.reject = Some(GatewayError::MethodNotAllowed(allowed))
+            }
+            RouteMatch::NotFound => ctx.reject = Some(GatewayError::RouteNotFound),
+        }
+        // Pingora keeps HTTP/1.1 connections forever by default; bound idle ones.
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(rt.keepalive_secs));
+        }
+        ctx.runtime = Some(rt);
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(err) = ctx.reject.take() {
+            respond_error(session, &err, ctx).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route() else {
+            return Error::e_explain(ErrorType::InternalError, "no route in upstream_peer");
+        };
+        let pool = &route.pool;
+        let mut ip_buf = [0u8; 16];
+        let key = match pool.hash_key() {
+            Some(k) => hash_key_bytes(k, session, &mut ip_buf),
+            None => &[],
+        };
+        let Some(chosen) = pool.select(key, &ctx.tried) else {
+            return Error::e_explain(NO_HEALTHY_UPSTREAM, format!("upstream {:?}", pool.name));
+        };
+        let mut peer = chosen.peer.clone();
+        if let Some(t) = route.connect_timeout {
+            peer.options.connection_timeout = Some(t);
+        }
+        if let Some(t) = route.read_timeout {
+            peer.options.read_timeout = Some(t);
+        }
+        if let Some(t) = route.write_timeout {
+            peer.options.write_timeout = Some(t);
+        }
+        let addr = chosen.addr;
+        let host = chosen.host.clone();
+        ctx.tried.push(addr);
+        ctx.peer_host = Some(host);
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(());
+        };
+        let Some(route) = ctx.route.and_then(|i| rt.routes.get(i)) else {
+            return Ok(());
+        };
+        if route.strip_prefix {
+            let path = router::strip_prefix(upstream.uri.path(), ctx.matched_len);
+            let new = match upstream.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            match new.parse::<http::Uri>() {
+                Ok(uri) => upstream.set_uri(uri),
+                Err(_) => return Error::e_explain(ErrorType::InvalidHTTPHeader, "path after strip_prefix"),
+            }
+        }
+        let original_host = session.req_header().headers.get(http::header::HOST).cloned();
+        forward::remove_hop_by_hop(upstream);
+        let ip = client_ip(session);
+        let trusted = ip.is_some_and(|ip| rt.is_trusted(ip));
+        forward::set_forwarded_headers(upstream, ip, trusted, is_https(session), original_host.as_ref())?;
+        if let Some(h) = &route.pool.host_header {
+            forward::set_host(upstream, h.clone())?;
+        } else if !route.preserve_host {
+            if let Some(h) = ctx.peer_host.clone() {
+                forward::set_host(upstream, h)?;
+            }
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for name in &route.request_remove {
+            upstream.remove_header(name);
+        }
+        for (name, value) in &route.request_add {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(start) = ctx.upstream_start {
+            ctx.upstream_duration = Some(start.elapsed());
+        }
+        for name in ["keep-alive", "proxy-connection", "trailer"] {
+            resp.remove_header(name);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(route) = ctx.route() {
+            for name in &route.response_remove {
+                resp.remove_header(name);
+            }
+            for (name, value) in &route.response_add {
+                resp.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(route) = ctx.route() {
+            let attempts = ctx.tried.len();
+            if route.retry_connect_failure && attempts <= route.retries {
+                e.set_retry(true);
+            } else {
+                e.set_retry(false);
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let idempotent = session.req_header().method.is_idempotent();
+        let safe = idempotent && !session.as_ref().retry_buffer_truncated();
+        let attempts = ctx.tried.len();
+        match ctx.route() {
+            Some(route) if safe && route.retry_upstream_error && attempts <= route.retries => {
+                e.set_retry(true);
+            }
+            // A reused pooled connection the peer had already closed: safe to retry once.
+            _ if safe => e.retry.decide_reuse(client_reused),
+            _ => e.set_retry(false),
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let err = if *e.etype() == NO_HEALTHY_UPSTREAM {
+            GatewayError::NoHealthyUpstream
+        } else {
+            GatewayError::from_proxy_error(e)
+        };
+        let dead_downstream = matches!(e.esource(), pingora::ErrorSource::Downstream)
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            );
+        let mut code = 0;
+        if !dead_downstream && session.response_written().is_none() {
+            code = err.status();
+            if let Err(write_err) = respond_error(session, &err, ctx).await {
+                log::debug!("could not send error response: {write_err}");
+            }
+        } else if let Some(resp) = session.response_written() {
+            code = resp.status.as_u16();
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // Client-caused failures are reported in the access log; the error log is for the gateway.
+        matches!(error.esource(), pingora::ErrorSource::Downstream)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status)
+            .or_else(|| ctx.error_status.and_then(|s| http::StatusCode::from_u16(s).ok()));
+        let elapsed = ctx.start.elapsed();
+        let route = ctx.route();
+        let route_name = route.map_or("-", |r| r.name.as_str());
+        let req = session.req_header();
+        let status_code = status.unwrap_or(http::StatusCode::OK);
+        let status_str = if status.is_some() { status_code.as_str() } else { "0" };
+        self.metrics
+            .requests
+            .with_label_values(&[route_name, req.method.as_str(), status_str])
+            .inc();
+        if let Some(route) = route {
+            route.request_duration.observe(elapsed.as_secs_f64());
+            if let Some(d) = ctx.upstream_duration {
+                route.upstream_duration.observe(d.as_secs_f64());
+            }
+        }
+        let path = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path(), |p| p.as_str());
+        if let Some(rt) = &ctx.runtime {
+            self.access_log.record(
+                &rt.redactor,
+                &AccessRecord {
+                    request_id: ctx.request_id.as_str(),
+                    route: route_name,
+                    method: req.method.as_str(),
+                    path,
+                    status: status.map_or(0, |s| s.as_u16()),
+                    bytes_in: session.body_bytes_read(),
+                    bytes_out: session.body_bytes_sent(),
+                    duration: elapsed,
+                    upstream_duration: ctx.upstream_duration,
+                    upstream: ctx.tried.last().copied(),
+                    client_ip: client_ip(session),
+                    headers: &req.headers,
+                },
+            );
+        }
+    }
+}
+

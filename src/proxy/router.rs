@@ -1,0 +1,378 @@
+//! The routing table: compiled once per config load, matched without allocating.
+//!
+//! Precedence, most specific first: exact host, then wildcard hosts (longest suffix first), then
+//! routes without hosts. Within each host group: the exact path, then prefixes, longest first.
+//! At one host+path, a route that lists methods is tried before one that takes any method.
+//! When some route matched host and path but none took the method, the answer is 405 with the
+//! union of the methods that would have been accepted.
+
+use std::collections::HashMap;
+
+use crate::config::{HostPattern, PathMatch, RouteConfig};
+
+/// A set of HTTP methods as a bit mask; `ANY` also accepts extension methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MethodSet(u16);
+
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+const OTHER: u16 = 1 << 15;
+
+impl MethodSet {
+    /// Every method, including extension methods.
+    pub const ANY: MethodSet = MethodSet(u16::MAX);
+
+    /// The bit of one method; extension methods share one bit that only `ANY` holds.
+    fn bit(method: &str) -> u16 {
+        METHODS
+            .iter()
+            .position(|m| m.eq_ignore_ascii_case(method))
+            .map_or(OTHER, |i| 1 << i)
+    }
+
+    /// Builds the set of a route's `methods` list; empty means any.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> MethodSet {
+        if names.is_empty() {
+            return MethodSet::ANY;
+        }
+        MethodSet(names.iter().fold(0, |acc, m| acc | Self::bit(m.as_ref())))
+    }
+
+    /// Whether the set accepts this method.
+    pub fn contains(self, method: &str) -> bool {
+        self.0 & Self::bit(method) != 0
+    }
+
+    fn is_any(self) -> bool {
+        self == MethodSet::ANY
+    }
+
+    /// The value of an `Allow` header for this set.
+    pub fn allow_header(self) -> String {
+        let names: Vec<&str> = METHODS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, m)| *m)
+            .collect();
+        names.join(", ")
+    }
+}
+
+/// The outcome of matching a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// Route index, and how many leading bytes of the path the route's path matched.
+    Found {
+        /// Index into the runtime's routes.
+        route: usize,
+        /// Length of the matched path prefix (for `strip_prefix`).
+        matched_len: usize,
+    },
+    /// Host and path matched but not the method; these methods would be accepted.
+    MethodNotAllowed(MethodSet),
+    /// Nothing matched host and path.
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    route: usize,
+    methods: MethodSet,
+}
+
+#[derive(Debug, Default)]
+struct HostTable {
+    exact: HashMap<Box<str>, Vec<Candidate>>,
+    /// (prefix without trailing slash, or "" for "/", candidates); longest first.
+    prefixes: Vec<(Box<str>, Vec<Candidate>)>,
+}
+
+/// The compiled routing table.
+#[derive(Debug, Default)]
+pub struct Router {
+    exact_hosts: HashMap<Box<str>, HostTable>,
+    /// (".example.com", table), longest suffix first.
+    wildcard_hosts: Vec<(Box<str>, HostTable)>,
+    any_host: HostTable,
+}
+
+/// Longest host name we look up; longer names cannot match (DNS caps names at 253).
+const MAX_HOST: usize = 256;
+
+// === impl Router ===
+
+impl Router {
+    /// Compiles the table from validated routes (indices are positions in `routes`).
+    pub fn build(routes: &[RouteConfig]) -> Router {
+        let mut router = Router::default();
+        for (i, r) in routes.iter().enumerate() {
+            let candidate = Candidate {
+                route: i,
+                methods: MethodSet::from_names(&r.methods),
+            };
+            if r.hosts.is_empty() {
+                router.any_host.insert(r, candidate);
+            }
+            for h in &r.hosts {
+                match HostPattern::parse(h) {
+                    Ok(HostPattern::Exact(name)) => router
+                        .exact_hosts
+                        .entry(name.into_boxed_str())
+                        .or_default()
+                        .insert(r, candidate),
+                    Ok(HostPattern::Suffix(suffix)) => {
+                        match router.wildcard_hosts.iter_mut().find(|(s, _)| **s == *suffix) {
+                            Some((_, table)) => table.insert(r, candidate),
+                            None => {
+                                let mut table = HostTable::default();
+                                table.insert(r, candidate);
+                                router.wildcard_hosts.push((suffix.into_boxed_str(), table));
+                            }
+                        }
+                    }
+                    // validate() rejects bad hosts before a table is ever built.
+                    Err(_) => {}
+                }
+            }
+        }
+        router
+            .wildcard_hosts
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        for table in router
+            .exact_hosts
+            .values_mut()
+            .chain(router.wildcard_hosts.iter_mut().map(|(_, t)| t))
+            .chain(std::iter::once(&mut router.any_host))
+        {
+            table.finish();
+        }
+        router
+    }
+
+    /// Finds the route for a request. `host` may carry a port and any letter case; `path` is
+    /// the path without the query string.
+    pub fn find(&self, host: &str, path: &str, method: &str) -> RouteMatch {
+        let mut buf = [0u8; MAX_HOST];
+        let host = normalize_host(host, &mut buf);
+        let mut allowed = MethodSet(0);
+        if let Some(host) = host {
+            if let Some(table) = self.exact_hosts.get(host) {
+                if let Some(found) = table.find(path, method, &mut allowed) {
+                    return found;
+                }
+            }
+            for (suffix, table) in &self.wildcard_hosts {
+                if host.len() > suffix.len() && host.ends_with(&**suffix) {
+                    if let Some(found) = table.find(path, method, &mut allowed) {
+                        return found;
+                    }
+                }
+            }
+        }
+        if let Some(found) = self.any_host.find(path, method, &mut allowed) {
+            return found;
+        }
+        if allowed.0 != 0 {
+            RouteMatch::MethodNotAllowed(allowed)
+        } else {
+            RouteMatch::NotFound
+        }
+    }
+}
+
+/// Lowercases the host into `buf` and drops a `:port`; `None` when it cannot be a host.
+fn normalize_host<'a>(host: &str, buf: &'a mut [u8; MAX_HOST]) -> Option<&'a str> {
+    let host = if host.starts_with('[') {
+        // IPv6 literal: keep the brackets' content as-is.
+        host.split(']').next().map(|h| &h[1..])?
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.len() > MAX_HOST {
+        return None;
+    }
+    let out = &mut buf[..host.len()];
+    for (o, b) in out.iter_mut().zip(host.bytes()) {
+        *o = b.to_ascii_lowercase();
+    }
+    std::str::from_utf8(out).ok()
+}
+
+// === impl HostTable ===
+
+impl HostTable {
+    fn insert(&mut self, route: &RouteConfig, candidate: Candidate) {
+        match route.path_match {
+            PathMatch::Exact => self
+                .exact
+                .entry(route.path.clone().into_boxed_str())
+                .or_default()
+                .push(candidate),
+            PathMatch::Prefix => {
+                let prefix = route.path.trim_end_matches('/');
+                match self.prefixes.iter_mut().find(|(p, _)| **p == *prefix) {
+                    Some((_, list)) => list.push(candidate),
+                    None => self.prefixes.push((prefix.into(), vec![candidate])),
+                }
+            }
+        }
+    }
+
+    /// Orders prefixes longest first and, per path, method-specific routes before any-method.
+    fn finish(&mut self) {
+        self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        let lists = self
+            .exact
+            .values_mut()
+            .chain(self.prefixes.iter_mut().map(|(_, l)| l));
+        for list in lists {
+            list.sort_by_key(|c| (c.methods.is_any(), c.route));
+        }
+    }
+
+    fn find(&self, path: &str, method: &str, allowed: &mut MethodSet) -> Option<RouteMatch> {
+        if let Some(list) = self.exact.get(path) {
+            if let Some(route) = pick(list, method, allowed) {
+                return Some(RouteMatch::Found {
+                    route,
+                    matched_len: path.len(),
+                });
+            }
+        }
+        for (prefix, list) in &self.prefixes {
+            if prefix_matches(prefix, path) {
+                if let Some(route) = pick(list, method, allowed) {
+                    return Some(RouteMatch::Found {
+                        route,
+                        matched_len: prefix.len(),
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+fn pick(list: &[Candidate], method: &str, allowed: &mut MethodSet) -> Option<usize> {
+    for c in list {
+        if c.methods.contains(method) {
+            return Some(c.route);
+        }
+        allowed.0 |= c.methods.0;
+    }
+    None
+}
+
+/// Segment-aware prefix test: "/api" matches "/api", "/api/" and "/api/x", never "/apix".
+/// The prefix is stored without its trailing slash, "" standing for "/".
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The path sent upstream when the route strips its prefix: the rest, or "/" when nothing is left.
+pub fn strip_prefix(path: &str, matched_len: usize) -> &str {
+    match path.get(matched_len..) {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, hosts: &[&str], path: &str, exact: bool, methods: &[&str]) -> RouteConfig {
+        let toml = format!(
+            "name = {name:?}\nhosts = {hosts:?}\npath = {path:?}\npath_match = {:?}\nmethods = {methods:?}\nupstream = \"u\"\n",
+            if exact { "exact" } else { "prefix" }
+        );
+        toml::from_str(&toml).expect("test route parses")
+    }
+
+    fn found(m: RouteMatch) -> usize {
+        match m {
+            RouteMatch::Found { route, .. } => route,
+            other => panic!("expected a route, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_precedence_is_exact_then_longest_wildcard_then_any() {
+        let r = Router::build(&[
+            route("any", &[], "/", false, &[]),
+            route("wild", &["*.example.com"], "/", false, &[]),
+            route("deep", &["*.eu.example.com"], "/", false, &[]),
+            route("exact", &["api.example.com"], "/", false, &[]),
+        ]);
+        assert_eq!(found(r.find("api.example.com", "/x", "GET")), 3);
+        assert_eq!(found(r.find("API.Example.com:8080", "/x", "GET")), 3);
+        assert_eq!(found(r.find("a.eu.example.com", "/x", "GET")), 2);
+        assert_eq!(found(r.find("b.example.com", "/x", "GET")), 1);
+        assert_eq!(found(r.find("example.com", "/x", "GET")), 0);
+        assert_eq!(found(r.find("other.org", "/x", "GET")), 0);
+    }
+
+    #[test]
+    fn exact_path_beats_longest_prefix_and_prefixes_respect_segments() {
+        let r = Router::build(&[
+            route("root", &[], "/", false, &[]),
+            route("api", &[], "/api", false, &[]),
+            route("users", &[], "/api/users/", false, &[]),
+            route("exact", &[], "/api/users/me", true, &[]),
+        ]);
+        assert_eq!(found(r.find("h", "/api/users/me", "GET")), 3);
+        assert_eq!(found(r.find("h", "/api/users/me/x", "GET")), 2);
+        assert_eq!(found(r.find("h", "/api/users", "GET")), 2);
+        assert_eq!(found(r.find("h", "/api", "GET")), 1);
+        assert_eq!(found(r.find("h", "/apix", "GET")), 0);
+        assert_eq!(found(r.find("h", "/", "GET")), 0);
+    }
+
+    #[test]
+    fn method_specific_route_wins_and_mismatch_gives_405_with_allowed_methods() {
+        let r = Router::build(&[
+            route("read", &["h"], "/items", false, &["GET", "HEAD"]),
+            route("write", &["h"], "/items", false, &["POST"]),
+            route("any", &["h"], "/other", false, &[]),
+        ]);
+        assert_eq!(found(r.find("h", "/items", "GET")), 0);
+        assert_eq!(found(r.find("h", "/items", "POST")), 1);
+        match r.find("h", "/items", "DELETE") {
+            RouteMatch::MethodNotAllowed(set) => assert_eq!(set.allow_header(), "GET, HEAD, POST"),
+            other => panic!("expected 405, got {other:?}"),
+        }
+        assert_eq!(r.find("h", "/nothing", "GET"), RouteMatch::NotFound);
+        assert_eq!(found(r.find("h", "/other", "PROPFIND")), 2);
+    }
+
+    #[test]
+    fn a_less_specific_route_takes_a_method_the_specific_one_refuses() {
+        let r = Router::build(&[
+            route("catch", &[], "/", false, &[]),
+            route("ro", &["h"], "/items", false, &["GET"]),
+        ]);
+        assert_eq!(found(r.find("h", "/items", "POST")), 0);
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash() {
+        assert_eq!(strip_prefix("/api/users", 4), "/users");
+        assert_eq!(strip_prefix("/api", 4), "/");
+        assert_eq!(strip_prefix("/api/", 4), "/");
+    }
+
+    #[test]
+    fn hostile_hosts_do_not_panic() {
+        let r = Router::build(&[route("any", &[], "/", false, &[])]);
+        let long = "a".repeat(10_000);
+        for host in ["", ":", "[", "[::1]:80", "é.com", long.as_str(), "a:b:c"] {
+            assert_eq!(found(r.find(host, "/", "GET")), 0);
+        }
+    }
+}

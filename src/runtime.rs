@@ -1,0 +1,338 @@
+//! The compiled, immutable form of a config, and the handle that swaps it on reload.
+//!
+//! A request loads the current [`Runtime`] once (one `ArcSwap` load) and uses it to the end, so
+//! a reload never changes the rules under a request in flight. Pools whose upstream config did
+//! not change are carried into the new runtime with their health state and connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use crate::config::{self, Config, RetryOn, RouteConfig};
+use crate::observe::{Metrics, Redactor};
+use crate::proxy::pool::Pool;
+use crate::proxy::router::Router;
+
+/// A route, compiled: everything the hot path needs, pre-parsed.
+pub struct Route {
+    /// Route name (metrics label, log field).
+    pub name: String,
+    /// The pool requests are sent to.
+    pub pool: Arc<Pool>,
+    /// Remove the matched prefix before proxying.
+    pub strip_prefix: bool,
+    /// Send the client's Host upstream.
+    pub preserve_host: bool,
+    /// Request headers to set.
+    pub request_add: Vec<(HeaderName, HeaderValue)>,
+    /// Request headers to remove.
+    pub request_remove: Vec<HeaderName>,
+    /// Response headers to set.
+    pub response_add: Vec<(HeaderName, HeaderValue)>,
+    /// Response headers to remove.
+    pub response_remove: Vec<HeaderName>,
+    /// Per-route timeout overrides (None: the pool's).
+    pub connect_timeout: Option<Duration>,
+    /// See `connect_timeout`.
+    pub read_timeout: Option<Duration>,
+    /// See `connect_timeout`.
+    pub write_timeout: Option<Duration>,
+    /// Extra attempts after a retryable failure.
+    pub retries: usize,
+    /// Retry when the connection could not be made.
+    pub retry_connect_failure: bool,
+    /// Retry idempotent requests that failed after being sent.
+    pub retry_upstream_error: bool,
+    /// Latency histogram of this route, resolved once.
+    pub request_duration: prometheus::Histogram,
+    /// Upstream latency histogram of this route, resolved once.
+    pub upstream_duration: prometheus::Histogram,
+}
+
+/// The compiled config that requests run against.
+pub struct Runtime {
+    /// The validated model this runtime was compiled from.
+    pub config: Config,
+    /// The routing table; indices point into `routes`.
+    pub router: Router,
+    /// Compiled routes.
+    pub routes: Vec<Route>,
+    /// Pools by upstream name.
+    pub pools: HashMap<String, Arc<Pool>>,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest declared request body accepted.
+    pub max_body_size: u64,
+    /// Idle keep-alive timeout for client connections, in whole seconds (at least 1).
+    pub keepalive_secs: u64,
+    /// What the access log may show.
+    pub redactor: Redactor,
+}
+
+/// Why a config could not become a runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The file failed to load or validate.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A pool could not be built.
+    #[error(transparent)]
+    Pool(#[from] crate::proxy::pool::PoolError),
+    /// A route names an upstream that does not exist (validation prevents this).
+    #[error("route {route:?}: no upstream named {upstream:?}")]
+    UnknownUpstream {
+        /// The route.
+        route: String,
+        /// The missing upstream.
+        upstream: String,
+    },
+}
+
+// === impl Runtime ===
+
+impl Runtime {
+    /// Compiles a validated config, reusing pools of `previous` whose config is unchanged.
+    pub fn compile(
+        config: Config,
+        previous: Option<&Runtime>,
+        metrics: &Metrics,
+    ) -> Result<Runtime, RuntimeError> {
+        let mut pools = HashMap::new();
+        for u in &config.upstreams {
+            let reused = previous
+                .and_then(|p| p.pools.get(&u.name))
+                .filter(|p| p.config == *u)
+                .cloned();
+            let pool = match reused {
+                Some(p) => p,
+                None => Arc::new(Pool::build(u)?),
+            };
+            pools.insert(u.name.clone(), pool);
+        }
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| compile_route(r, &pools, metrics))
+            .collect::<Result<Vec<_>, _>>()?;
+        let router = Router::build(&config.routes);
+        let s = &config.server;
+        Ok(Runtime {
+            router,
+            routes,
+            pools,
+            trusted_proxies: s.trusted_proxies.iter().filter_map(|n| n.ok().copied()).collect(),
+            max_body_size: s.max_body_size.ok().map_or(u64::MAX, |b| b.0),
+            keepalive_secs: s
+                .keepalive_timeout
+                .ok()
+                .map_or(60, |d| d.0.as_secs_f64().ceil().max(1.0) as u64),
+            redactor: Redactor::new(&config.log),
+            config,
+        })
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// One line describing what is loaded, for `check` and reload answers.
+    pub fn summary(&self) -> String {
+        summary(&self.config)
+    }
+}
+
+/// One line describing a config.
+pub fn summary(c: &Config) -> String {
+    let peers: usize = c.upstreams.iter().map(|u| u.peers.len()).sum();
+    format!(
+        "{} routes, {} upstreams ({} peers), listening on {}",
+        c.routes.len(),
+        c.upstreams.len(),
+        peers,
+        c.server
+            .listen
+            .iter()
+            .map(|l| l.raw().to_string())
+            .chain(c.server.tls.iter().map(|t| format!("{} (tls)", t.listen.raw())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn compile_route(
+    r: &RouteConfig,
+    pools: &HashMap<String, Arc<Pool>>,
+    metrics: &Metrics,
+) -> Result<Route, RuntimeError> {
+    let pool = pools
+        .get(&r.upstream)
+        .cloned()
+        .ok_or_else(|| RuntimeError::UnknownUpstream {
+            route: r.name.clone(),
+            upstream: r.upstream.clone(),
+        })?;
+    let headers = |add: &std::collections::BTreeMap<String, String>| {
+        add.iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect::<Vec<_>>()
+    };
+    let names = |list: &[String]| {
+        list.iter()
+            .filter_map(|k| HeaderName::from_bytes(k.as_bytes()).ok())
+            .collect::<Vec<_>>()
+    };
+    let dur = |d: &Option<config::Lenient<config::Dur>>| d.as_ref().and_then(|d| d.ok()).map(|d| d.0);
+    Ok(Route {
+        name: r.name.clone(),
+        pool,
+        strip_prefix: r.strip_prefix,
+        preserve_host: r.preserve_host,
+        request_add: headers(&r.request_headers.add),
+        request_remove: names(&r.request_headers.remove),
+        response_add: headers(&r.response_headers.add),
+        response_remove: names(&r.response_headers.remove),
+        connect_timeout: dur(&r.connect_timeout),
+        read_timeout: dur(&r.read_timeout),
+        write_timeout: dur(&r.write_timeout),
+        retries: r.retries,
+        retry_connect_failure: r.retry_on.contains(&RetryOn::ConnectFailure),
+        retry_upstream_error: r.retry_on.contains(&RetryOn::UpstreamError),
+        request_duration: metrics.request_duration.with_label_values(&[&r.name]),
+        upstream_duration: metrics.upstream_duration.with_label_values(&[&r.name]),
+    })
+}
+
+/// The current runtime plus what is needed to replace it.
+pub struct RuntimeHandle {
+    current: ArcSwap<Runtime>,
+    path: PathBuf,
+    metrics: Arc<Metrics>,
+    /// Serializes reloads so two at once cannot interleave.
+    reload_lock: std::sync::Mutex<()>,
+}
+
+/// The outcome of a successful reload.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// One-line summary of the new config.
+    pub summary: String,
+    /// Changed settings that only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl RuntimeHandle {
+    /// Loads the file at `path` and compiles the first runtime.
+    pub fn load(path: &Path, metrics: Arc<Metrics>) -> Result<RuntimeHandle, RuntimeError> {
+        let config = config::load(path)?;
+        let runtime = Runtime::compile(config, None, &metrics)?;
+        Ok(RuntimeHandle {
+            current: ArcSwap::from_pointee(runtime),
+            path: path.to_path_buf(),
+            metrics,
+            reload_lock: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// The runtime in force now.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// The config file this handle reloads from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file and swaps in the new runtime; on any error the old one stays.
+    pub fn reload(&self) -> Result<Reloaded, RuntimeError> {
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = self.try_reload();
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.reloads.with_label_values(&[label]).inc();
+        match &result {
+            Ok(r) => log::info!(
+                "config reloaded from {}: {}{}",
+                self.path.display(),
+                r.summary,
+                if r.needs_restart.is_empty() {
+                    String::new()
+                } else {
+                    format!("; changes to {} take effect after a restart", r.needs_restart.join(", "))
+                }
+            ),
+            Err(e) => log::error!("config reload failed, keeping the running config: {e}"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<Reloaded, RuntimeError> {
+        let config = config::load(&self.path)?;
+        let old = self.current.load_full();
+        let needs_restart = restart_only_changes(&old.config, &config);
+        let runtime = Runtime::compile(config, Some(&old), &self.metrics)?;
+        let summary = runtime.summary();
+        self.current.store(Arc::new(runtime));
+        Ok(Reloaded {
+            summary,
+            needs_restart,
+        })
+    }
+
+    /// Every pool of the current runtime (for health checks and metrics).
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.current.load().pools.values().cloned().collect()
+    }
+
+    /// Sets the peer-health gauge from the current pools; called before metrics are rendered.
+    pub fn export_peer_health(&self) {
+        self.metrics.peer_healthy.reset();
+        for pool in self.pools() {
+            for (addr, healthy) in pool.peer_health() {
+                self.metrics
+                    .peer_healthy
+                    .with_label_values(&[&pool.name, &addr.to_string()])
+                    .set(i64::from(healthy));
+            }
+        }
+    }
+}
+
+/// Settings that a running process cannot change; a reload that changes them says so.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let listen = |c: &Config| c.server.listen.iter().map(|l| l.ok().copied()).collect::<Vec<Option<SocketAddr>>>();
+    if listen(old) != listen(new) {
+        out.push("server.listen");
+    }
+    if old.server.tls != new.server.tls {
+        out.push("server.tls");
+    }
+    if old.server.threads != new.server.threads {
+        out.push("server.threads");
+    }
+    if old.server.grace_period != new.server.grace_period {
+        out.push("server.grace_period");
+    }
+    if old.admin != new.admin {
+        out.push("admin");
+    }
+    if old.log.access_log != new.log.access_log {
+        out.push("log.access_log");
+    }
+    out
+}
