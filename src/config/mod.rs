@@ -419,3 +419,121 @@ impl HostPattern {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues(toml: &str) -> Vec<String> {
+        let config = parse(toml).expect("test config parses");
+        validate(&config).iter().map(|i| i.to_string()).collect()
+    }
+
+    const BASE: &str = r#"
+[[upstreams]]
+name = "api"
+peers = [{ addr = "127.0.0.1:3000" }]
+"#;
+
+    #[test]
+    fn a_minimal_config_is_valid() {
+        let toml = format!("{BASE}\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n");
+        assert_eq!(issues(&toml), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let toml = format!(
+            r#"{BASE}
+[server]
+listen = ["127.0.0.1:99999"]
+keepalive_timeout = "0s"
+trusted_proxies = ["10.0.0.0/33"]
+
+[[routes]]
+name = "a"
+upstream = "billing"
+
+[[routes]]
+name = "a"
+path = "nope"
+upstream = "api"
+read_timeout = "soon"
+methods = ["G ET"]
+"#
+        );
+        let found = issues(&toml);
+        let expect = [
+            "server.listen[0]: invalid address",
+            "server.keepalive_timeout: must be greater than zero",
+            "server.trusted_proxies[0]: invalid network",
+            "routes[0].upstream: no upstream named \"billing\"",
+            "routes[1].name: route name \"a\" is used twice",
+            "routes[1].path: \"nope\" must start with '/'",
+            "routes[1].read_timeout: invalid duration \"soon\"",
+            "routes[1].methods[0]: \"G ET\" is not an HTTP method",
+        ];
+        for e in expect {
+            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn two_routes_with_the_same_match_are_rejected() {
+        let toml = format!(
+            "{BASE}\n[[routes]]\nname = \"a\"\nhosts = [\"x.com\"]\npath = \"/p\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"api\"\n\
+             [[routes]]\nname = \"b\"\nhosts = [\"X.com\"]\npath = \"/p\"\nmethods = [\"post\", \"get\"]\nupstream = \"api\"\n"
+        );
+        let found = issues(&toml);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].starts_with("routes[1]: another route already matches"), "{found:#?}");
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let found = issues(&format!("{BASE}\n[admin]\nlisten = \"0.0.0.0:9901\"\n"));
+        assert!(found.iter().any(|f| f.starts_with("admin.listen:")), "{found:#?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_parse_errors_naming_the_field() {
+        let err = parse("[server]\nlisten_on = [\"127.0.0.1:1\"]\n").expect_err("unknown field");
+        assert!(err.contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn bad_upstream_settings_are_reported() {
+        let found = issues(
+            r#"
+[[upstreams]]
+name = "a"
+peers = []
+selection = "consistent_hash"
+hash_key = "cookie"
+tls = true
+
+[[upstreams]]
+name = "a"
+peers = [{ addr = "localhost:80", weight = 0 }]
+[upstreams.health_check]
+kind = "http"
+path = "healthz"
+interval = "0ms"
+"#,
+        );
+        let expect = [
+            "upstreams[0].peers: needs at least one peer",
+            "upstreams[0].hash_key:",
+            "upstreams[0].sni:",
+            "upstreams[1].name: upstream name \"a\" is used twice",
+            "upstreams[1].peers[0].addr: invalid address",
+            "upstreams[1].peers[0].weight:",
+            "upstreams[1].health_check.interval: must be greater than zero",
+            "upstreams[1].health_check.path: must start with '/'",
+        ];
+        for e in expect {
+            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+        }
+    }
+}

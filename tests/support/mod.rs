@@ -11,6 +11,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod config;
 pub mod gateway;
 pub mod raw;
 pub mod redis;

@@ -142,6 +142,15 @@ impl RawResponse {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {:?}", self.text()))
     }
+
+    /// The same response in the `client::Response` shape (header names lowercased).
+    pub fn into_response(self) -> super::client::Response {
+        super::client::Response {
+            status: self.status,
+            headers: self.headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect(),
+            body: String::from_utf8_lossy(&self.body).into_owned(),
+        }
+    }
 }
 
 /// One client connection driven by hand.
