@@ -281,9 +281,10 @@ impl RuntimeHandle {
     }
 
     fn try_reload(&self) -> Result<Reloaded, RuntimeError> {
-        let config = config::load(&self.path)?;
+        let mut config = config::load(&self.path)?;
         let old = self.current.load_full();
         let needs_restart = restart_only_changes(&old.config, &config);
+        keep_restart_only(&old.config, &mut config);
         let runtime = Runtime::compile(config, Some(&old), &self.metrics)?;
         let summary = runtime.summary();
         self.current.store(Arc::new(runtime));
@@ -310,6 +311,17 @@ impl RuntimeHandle {
             }
         }
     }
+}
+
+/// Carries the settings a reload cannot apply over from the running config, so the runtime
+/// describes what is really in force and a later reload reports them again.
+fn keep_restart_only(old: &Config, new: &mut Config) {
+    new.server.listen = old.server.listen.clone();
+    new.server.tls = old.server.tls.clone();
+    new.server.threads = old.server.threads;
+    new.server.grace_period = old.server.grace_period.clone();
+    new.admin = old.admin.clone();
+    new.log.access_log = old.log.access_log.clone();
 }
 
 /// Settings that a running process cannot change; a reload that changes them says so.

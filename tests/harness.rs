@@ -41,17 +41,30 @@ fn upstream_honours_status_delay_header_and_close_controls() {
     let client = Client::new();
     let url = format!("http://{}/", upstream.addr());
 
-    let response = client.get_with(&url, &[("x-test-status", "418"), ("x-test-set-header", "Set-Cookie=a=b")]);
+    let response = client.get_with(
+        &url,
+        &[
+            ("x-test-status", "418"),
+            ("x-test-set-header", "Set-Cookie=a=b"),
+        ],
+    );
     assert_eq!(response.status, 418);
     assert_eq!(response.header("set-cookie"), Some("a=b"));
 
     let start = Instant::now();
-    assert_eq!(client.get_with(&url, &[("x-test-delay-ms", "300")]).status, 200);
+    assert_eq!(
+        client.get_with(&url, &[("x-test-delay-ms", "300")]).status,
+        200
+    );
     assert!(start.elapsed() >= Duration::from_millis(300));
 
     let mut conn = raw::RawConn::connect(&upstream.addr());
-    conn.send(b"GET / HTTP/1.1\r\nhost: x\r\nx-test-close: 1\r\n\r\n").expect("send");
-    assert!(conn.read_response().is_err(), "x-test-close must close without a response");
+    conn.send(b"GET / HTTP/1.1\r\nhost: x\r\nx-test-close: 1\r\n\r\n")
+        .expect("send");
+    assert!(
+        conn.read_response().is_err(),
+        "x-test-close must close without a response"
+    );
 }
 
 #[test]
@@ -59,7 +72,8 @@ fn upstream_keeps_connections_alive() {
     let upstream = Upstream::spawn("ka");
     let mut conn = raw::RawConn::connect(&upstream.addr());
     for _ in 0..3 {
-        conn.send(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n").expect("send");
+        conn.send(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("send");
         assert_eq!(conn.read_response().expect("response").status, 200);
     }
     assert_eq!(upstream.connections_accepted(), 1);
@@ -85,22 +99,35 @@ fn upstream_stop_refuses_connects_and_start_listens_on_the_same_port() {
     let upstream = Upstream::spawn("cycle");
     let addr = upstream.addr();
     let mut open = raw::RawConn::connect(&addr);
-    open.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").expect("send");
+    open.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("send");
     open.read_response().expect("response");
 
     upstream.stop();
-    assert!(TcpStream::connect(&addr).is_err(), "connect after stop() must be refused");
-    assert!(open.wait_closed(Duration::from_secs(2)).is_some(), "stop() must close open connections");
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "connect after stop() must be refused"
+    );
+    assert!(
+        open.wait_closed(Duration::from_secs(2)).is_some(),
+        "stop() must close open connections"
+    );
 
     upstream.start();
     assert_eq!(upstream.addr(), addr);
-    assert_eq!(Client::new().get(&format!("http://{addr}/again")).status, 200);
+    assert_eq!(
+        Client::new().get(&format!("http://{addr}/again")).status,
+        200
+    );
 }
 
 #[test]
 fn client_returns_error_statuses_as_responses() {
     let upstream = Upstream::spawn("err");
-    let response = Client::new().get_with(&format!("http://{}/", upstream.addr()), &[("x-test-status", "503")]);
+    let response = Client::new().get_with(
+        &format!("http://{}/", upstream.addr()),
+        &[("x-test-status", "503")],
+    );
     assert_eq!(response.status, 503);
     assert_eq!(response.echo().upstream(), "err");
 }
@@ -111,7 +138,13 @@ fn metrics_parser_reads_names_labels_and_values() {
         portcullis_requests_total{route=\"a\",method=\"GET\",status=\"200\"} 3\n\
         portcullis_requests_total{route=\"a\",method=\"POST\",status=\"200\"} 2\n\
         portcullis_upstream_peer_healthy{upstream=\"u\",peer=\"127.0.0.1:4000\"} 1\n";
-    assert_eq!(support::metric(text, "portcullis_requests_total", &[("route", "a")]), Some(5.0));
-    assert_eq!(support::metric(text, "portcullis_requests_total", &[("method", "PUT")]), None);
+    assert_eq!(
+        support::metric(text, "portcullis_requests_total", &[("route", "a")]),
+        Some(5.0)
+    );
+    assert_eq!(
+        support::metric(text, "portcullis_requests_total", &[("method", "PUT")]),
+        None
+    );
     assert_eq!(support::peer_health(text, "u", 4000), Some(1.0));
 }

@@ -76,9 +76,13 @@ impl<T> fmt::Debug for Lenient<T> {
     }
 }
 
-impl<T> PartialEq for Lenient<T> {
+/// Values compare by what they mean ("1s" equals "1000ms"); unparsed ones by their text.
+impl<T: PartialEq> PartialEq for Lenient<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.raw == other.raw
+        match (&self.parsed, &other.parsed) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.raw == other.raw,
+        }
     }
 }
 

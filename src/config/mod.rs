@@ -185,6 +185,11 @@ impl Validator {
                 self.push("admin.token_file", e.to_string());
             }
         }
+        if let Some(var) = &a.token_env {
+            if let Err(e) = read_secret(Some(var), None) {
+                self.push("admin.token_env", e.to_string());
+            }
+        }
         let loopback = a.listen.ok().is_some_and(|addr| addr.ip().is_loopback());
         let token = read_secret(a.token_env.as_deref(), a.token_file.as_deref())
             .ok()
@@ -230,8 +235,11 @@ impl Validator {
             if u.peers.is_empty() {
                 self.push(format!("{at}.peers"), "needs at least one peer");
             }
+            let mut addrs = HashSet::new();
             for (j, p) in u.peers.iter().enumerate() {
-                self.lenient(format!("{at}.peers[{j}].addr"), &p.addr);
+                if self.lenient(format!("{at}.peers[{j}].addr"), &p.addr) && !addrs.insert(p.addr.ok().copied()) {
+                    self.push(format!("{at}.peers[{j}].addr"), format!("peer {:?} is listed twice", p.addr.raw()));
+                }
                 if p.weight == 0 || p.weight > 1000 {
                     self.push(format!("{at}.peers[{j}].weight"), "must be between 1 and 1000");
                 }
@@ -300,9 +308,16 @@ impl Validator {
             }
             let mut methods = Vec::new();
             for (j, m) in r.methods.iter().enumerate() {
-                match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                    Ok(m) => methods.push(m.to_string()),
-                    Err(_) => self.push(format!("{at}.methods[{j}]"), format!("{m:?} is not an HTTP method")),
+                let upper = m.to_ascii_uppercase();
+                if STANDARD_METHODS.contains(&upper.as_str()) {
+                    methods.push(upper);
+                } else if http::Method::from_bytes(upper.as_bytes()).is_ok() {
+                    self.push(
+                        format!("{at}.methods[{j}]"),
+                        format!("{m:?} is an extension method; only routes without `methods` take those"),
+                    );
+                } else {
+                    self.push(format!("{at}.methods[{j}]"), format!("{m:?} is not an HTTP method"));
                 }
             }
             methods.sort();
@@ -339,7 +354,12 @@ impl Validator {
                 hosts.push("*any*".into());
             }
             for host in hosts {
-                let key = (host.clone(), r.path.clone(), r.path_match, methods.clone());
+                // The router stores prefixes without a trailing slash; compare the same way.
+                let path = match r.path_match {
+                    PathMatch::Prefix => r.path.trim_end_matches('/').to_string(),
+                    PathMatch::Exact => r.path.clone(),
+                };
+                let key = (host.clone(), path, r.path_match, methods.clone());
                 if !keys.insert(key) {
                     self.push(
                         format!("{at}"),
@@ -353,6 +373,11 @@ impl Validator {
         }
     }
 }
+
+/// The methods a route may list (RFC 9110 plus PATCH).
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 /// What a consistent-hash pool hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,9 +42,10 @@ pub struct ServerConfig {
     pub threads: usize,
     /// How long an idle HTTP/1.1 keep-alive connection is kept open.
     pub keepalive_timeout: Lenient<Dur>,
-    /// On SIGTERM: how long in-flight requests get to finish before the process exits.
+    /// On SIGTERM: Pingora stops accepting, then waits this long (whole seconds, rounded up)
+    /// for in-flight requests before it exits; it always waits the full period.
     pub grace_period: Lenient<Dur>,
-    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed.
     pub trusted_proxies: Vec<Lenient<IpNet>>,
     /// Requests whose declared `Content-Length` exceeds this get 413.
     pub max_body_size: Lenient<ByteSize>,
@@ -87,7 +88,7 @@ pub struct AdminConfig {
     pub listen: Lenient<SocketAddr>,
     /// Environment variable that holds the bearer token for mutating endpoints.
     pub token_env: Option<String>,
-    /// File that holds the bearer token (trailing whitespace is trimmed).
+    /// File that holds the bearer token (surrounding whitespace is trimmed).
     pub token_file: Option<String>,
 }
 

@@ -271,9 +271,15 @@ fn format_line(redactor: &Redactor, r: &AccessRecord<'_>) -> String {
         }
         None => s.push_str(",\"client_ip\":null"),
     }
+    s.push_str(",\"headers\":{");
+    let mut first = true;
     for (name, sensitive) in &redactor.log_headers {
         if let Some(value) = r.headers.get(name) {
-            s.push_str(",\"");
+            if !first {
+                s.push(',');
+            }
+            first = false;
+            s.push('"');
             s.push_str(name.as_str());
             s.push_str("\":\"");
             if *sensitive {
@@ -284,7 +290,7 @@ fn format_line(redactor: &Redactor, r: &AccessRecord<'_>) -> String {
             s.push('"');
         }
     }
-    s.push_str("}\n");
+    s.push_str("}}\n");
     s
 }
 
@@ -361,8 +367,8 @@ mod tests {
         );
         assert!(!line.contains("hunter2") && !line.contains("s3cr3t"), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).expect("valid json");
-        assert_eq!(v["user-agent"], "curl/8");
-        assert_eq!(v["authorization"], "[REDACTED]");
+        assert_eq!(v["headers"]["user-agent"], "curl/8");
+        assert_eq!(v["headers"]["authorization"], "[REDACTED]");
         assert_eq!(v["status"], 200);
     }
 }

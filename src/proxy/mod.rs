@@ -241,10 +241,9 @@ impl ProxyHttp for Gateway {
         let ip = client_ip(session);
         let trusted = ip.is_some_and(|ip| rt.is_trusted(ip));
         forward::set_forwarded_headers(upstream, ip, trusted, is_https(session), original_host.as_ref())?;
-        if let Some(h) = &route.pool.host_header {
-            forward::set_host(upstream, h.clone())?;
-        } else if !route.preserve_host {
-            if let Some(h) = ctx.peer_host.clone() {
+        if !route.preserve_host {
+            let host = route.pool.host_header.clone().or_else(|| ctx.peer_host.clone());
+            if let Some(h) = host {
                 forward::set_host(upstream, h)?;
             }
         }
@@ -300,7 +299,10 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         if let Some(route) = ctx.route() {
             let attempts = ctx.tried.len();
-            if route.retry_connect_failure && attempts <= route.retries {
+            // With no other healthy peer a retry could only fail as "no healthy upstream" and
+            // hide the real failure (refused, timed out) from the client.
+            let elsewhere = route.pool.select(&[], &ctx.tried).is_some();
+            if route.retry_connect_failure && attempts <= route.retries && elsewhere {
                 e.set_retry(true);
             } else {
                 e.set_retry(false);

@@ -224,6 +224,8 @@ fn health_check(
                 sni
             });
             let mut check = HttpHealthCheck::new(host, config.tls);
+            // Certificates are checked against the same name as proxied traffic uses.
+            check.peer_template.sni = sni.to_string();
             check.consecutive_success = hc.healthy_threshold;
             check.consecutive_failure = hc.unhealthy_threshold;
             check.peer_template.options.connection_timeout = Some(timeout);

@@ -22,13 +22,20 @@ impl Response {
     /// First value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a header, in order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The body as JSON.
@@ -37,7 +44,10 @@ impl Response {
     /// When the body is not JSON.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| {
-            panic!("response body is not JSON ({e}); status {}, body {:?}", self.status, self.body)
+            panic!(
+                "response body is not JSON ({e}); status {}, body {:?}",
+                self.status, self.body
+            )
         })
     }
 
@@ -79,7 +89,9 @@ impl Echo {
 
     /// A request header the upstream received (repeated headers joined with ", ").
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.0["headers"].get(name.to_ascii_lowercase()).and_then(Value::as_str)
+        self.0["headers"]
+            .get(name.to_ascii_lowercase())
+            .and_then(Value::as_str)
     }
 
     /// How many times a header appeared in the upstream's request.
@@ -87,7 +99,11 @@ impl Echo {
         let name = name.to_ascii_lowercase();
         self.0["header_list"]
             .as_array()
-            .map(|list| list.iter().filter(|pair| pair[0].as_str() == Some(name.as_str())).count())
+            .map(|list| {
+                list.iter()
+                    .filter(|pair| pair[0].as_str() == Some(name.as_str()))
+                    .count()
+            })
             .unwrap_or(0)
     }
 }
@@ -149,7 +165,13 @@ impl Client {
     ///
     /// # Panics
     /// On a transport error.
-    pub fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
         self.try_send(method, url, headers, body)
             .unwrap_or_else(|e| panic!("{method} {url}: no HTTP response: {e}"))
     }
@@ -189,8 +211,14 @@ impl Client {
             }
             seen.push(name);
         }
-        let body = response.into_string().map_err(|e| format!("reading body: {e}"))?;
-        Ok(Response { status, headers, body })
+        let body = response
+            .into_string()
+            .map_err(|e| format!("reading body: {e}"))?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -208,13 +236,26 @@ pub fn assert_error(response: &Response, status: u16, code: &str) {
         response.body
     );
     let json = response.json();
-    assert_eq!(json["error"].as_str(), Some(code), "error code; body {}", response.body);
+    assert_eq!(
+        json["error"].as_str(),
+        Some(code),
+        "error code; body {}",
+        response.body
+    );
     assert!(
         json["message"].as_str().is_some_and(|m| !m.is_empty()),
         "error message missing; body {}",
         response.body
     );
     let id = response.header("x-request-id");
-    assert!(id.is_some(), "error response without X-Request-Id; headers {:?}", response.headers);
-    assert_eq!(json["request_id"].as_str(), id, "body request_id vs X-Request-Id header");
+    assert!(
+        id.is_some(),
+        "error response without X-Request-Id; headers {:?}",
+        response.headers
+    );
+    assert_eq!(
+        json["request_id"].as_str(),
+        id,
+        "body request_id vs X-Request-Id header"
+    );
 }

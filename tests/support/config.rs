@@ -25,8 +25,14 @@ pub fn upstream(name: &str, peers: &[&Upstream], extra: &str) -> String {
 
 /// An `[[upstreams]]` entry over raw addresses (e.g. ports nobody listens on).
 pub fn upstream_addrs(name: &str, addrs: &[String], extra: &str) -> String {
-    let peers: Vec<String> = addrs.iter().map(|a| format!("{{ addr = \"{a}\" }}")).collect();
-    format!("\n[[upstreams]]\nname = \"{name}\"\npeers = [{}]\n{extra}\n", peers.join(", "))
+    let peers: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ addr = \"{a}\" }}"))
+        .collect();
+    format!(
+        "\n[[upstreams]]\nname = \"{name}\"\npeers = [{}]\n{extra}\n",
+        peers.join(", ")
+    )
 }
 
 /// A `[[routes]]` entry named `name` sending to `upstream`, plus `extra` lines (`path = …`,

@@ -78,7 +78,9 @@ fn pump(stream: impl Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>) -> Jo
             match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_string();
+                    let text = String::from_utf8_lossy(&line)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
                     sink.lock().expect("output lock").push(text);
                 }
             }
@@ -109,12 +111,18 @@ impl Finished {
 /// When the binary cannot be started.
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Finished {
     let mut command = Command::new(binary());
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     command.env_remove("RUST_LOG");
     for (k, v) in env {
         command.env(k, v);
     }
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("start {}: {e}", binary()));
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary()));
     let (output, readers) = Output::capture(&mut child);
     let status = wait_child(&mut child, timeout);
     if status.is_none() {
@@ -124,7 +132,11 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Fi
     for reader in readers {
         let _ = reader.join();
     }
-    Finished { status, stdout: output.stdout(), stderr: output.stderr() }
+    Finished {
+        status,
+        stdout: output.stdout(),
+        stderr: output.stderr(),
+    }
 }
 
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
@@ -150,7 +162,10 @@ pub fn fill(template: &str, vars: &[(String, String)]) -> String {
     if let Some(start) = text.find("${") {
         let rest = &text[start..];
         let end = rest.find('}').map(|e| e + 1).unwrap_or(rest.len());
-        panic!("config template placeholder {} was not filled", &rest[..end]);
+        panic!(
+            "config template placeholder {} was not filled",
+            &rest[..end]
+        );
     }
     text
 }
@@ -194,8 +209,10 @@ impl GatewayBuilder {
         let proxy_addr = format!("127.0.0.1:{}", free_port());
         let admin_addr = format!("127.0.0.1:{}", free_port());
         let dir_text = dir.path().to_str().expect("utf-8 temp dir").to_string();
-        self.vars.push(("PROXY_ADDR".to_string(), proxy_addr.clone()));
-        self.vars.push(("ADMIN_ADDR".to_string(), admin_addr.clone()));
+        self.vars
+            .push(("PROXY_ADDR".to_string(), proxy_addr.clone()));
+        self.vars
+            .push(("ADMIN_ADDR".to_string(), admin_addr.clone()));
         self.vars.push(("DIR".to_string(), dir_text));
         let config_path = dir.path().join("portcullis.toml");
         std::fs::write(&config_path, fill(&self.template, &self.vars)).expect("write config");
@@ -213,7 +230,9 @@ impl GatewayBuilder {
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("start {}: {e}", binary()));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary()));
         let (output, readers) = Output::capture(&mut child);
         Gateway {
             child: Mutex::new(child),
@@ -246,7 +265,11 @@ pub struct Gateway {
 impl Gateway {
     /// A builder for a gateway running `template`.
     pub fn builder(template: &str) -> GatewayBuilder {
-        GatewayBuilder { template: template.to_string(), vars: Vec::new(), env: Vec::new() }
+        GatewayBuilder {
+            template: template.to_string(),
+            vars: Vec::new(),
+            env: Vec::new(),
+        }
     }
 
     /// Starts a gateway running `template` (which needs no variables beyond the built-in ones).
@@ -272,8 +295,11 @@ impl Gateway {
                 .try_send("GET", &self.admin_url("/readyz"), &[], None)
                 .is_ok_and(|r| r.status == 200);
             let proxy_open = admin_ready
-                && TcpStream::connect_timeout(&self.proxy_addr.parse().expect("proxy addr"), Duration::from_millis(200))
-                    .is_ok();
+                && TcpStream::connect_timeout(
+                    &self.proxy_addr.parse().expect("proxy addr"),
+                    Duration::from_millis(200),
+                )
+                .is_ok();
             if proxy_open {
                 return;
             }
@@ -352,7 +378,12 @@ impl Gateway {
 
     /// The exit status if the process has exited.
     pub fn try_wait(&self) -> Option<ExitStatus> {
-        self.child.lock().expect("child lock").try_wait().ok().flatten()
+        self.child
+            .lock()
+            .expect("child lock")
+            .try_wait()
+            .ok()
+            .flatten()
     }
 
     /// Waits up to `timeout` for the process to exit.

@@ -73,12 +73,18 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
             Some(parts) => parts,
             None => continue,
         };
-        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
         let (name, labels) = match series.split_once('{') {
             Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
             None => (series, BTreeMap::new()),
         };
-        samples.push(Sample { name: name.trim().to_string(), labels, value });
+        samples.push(Sample {
+            name: name.trim().to_string(),
+            labels,
+            value,
+        });
     }
     samples
 }
@@ -114,7 +120,12 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let matching: Vec<f64> = parse_metrics(text)
         .into_iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|s| s.value)
         .collect();
     if matching.is_empty() {

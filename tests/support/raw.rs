@@ -22,7 +22,10 @@ pub fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
             if head.is_empty() {
                 return Ok(None);
             }
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream inside a message head"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "end of stream inside a message head",
+            ));
         }
         let line = &head[before..];
         // Tolerate blank lines before a request line (RFC 9112 §2.2).
@@ -34,7 +37,10 @@ pub fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
             return Ok(Some(head));
         }
         if head.len() > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "message head too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message head too large",
+            ));
         }
     }
 }
@@ -86,8 +92,12 @@ pub fn read_body(reader: &mut impl BufRead, kind: BodyKind) -> io::Result<Vec<u8
                 let mut line = String::new();
                 reader.read_line(&mut line)?;
                 let size = line.trim().split(';').next().unwrap_or("");
-                let size = usize::from_str_radix(size, 16)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+                let size = usize::from_str_radix(size, 16).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                })?;
                 if size == 0 {
                     // Trailers, if any, end with a blank line.
                     loop {
@@ -109,7 +119,10 @@ pub fn read_body(reader: &mut impl BufRead, kind: BodyKind) -> io::Result<Vec<u8
 
 /// First value of a header, by case-insensitive name.
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// A response as read off the wire.
@@ -147,7 +160,11 @@ impl RawResponse {
     pub fn into_response(self) -> super::client::Response {
         super::client::Response {
             status: self.status,
-            headers: self.headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect(),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect(),
             body: String::from_utf8_lossy(&self.body).into_owned(),
         }
     }
@@ -166,7 +183,9 @@ impl RawConn {
     /// When the connection cannot be made.
     pub fn connect(addr: &str) -> RawConn {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("set read timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set read timeout");
         stream.set_nodelay(true).expect("set nodelay");
         let reader = BufReader::new(stream.try_clone().expect("clone stream"));
         RawConn { stream, reader }
@@ -180,18 +199,30 @@ impl RawConn {
 
     /// Reads one response (not for responses to HEAD).
     pub fn read_response(&mut self) -> io::Result<RawResponse> {
-        let head = read_head(&mut self.reader)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"))?;
+        let head = read_head(&mut self.reader)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            )
+        })?;
         let mut parsed_headers = [httparse::EMPTY_HEADER; 128];
         let mut parsed = httparse::Response::new(&mut parsed_headers);
-        parsed
-            .parse(&head)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad response head: {e}")))?;
+        parsed.parse(&head).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad response head: {e}"),
+            )
+        })?;
         let status = parsed.code.unwrap_or(0);
         let headers: Vec<(String, String)> = parsed
             .headers
             .iter()
-            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
             .collect();
         let kind = if (100..200).contains(&status) || status == 204 || status == 304 {
             BodyKind::None
@@ -199,7 +230,11 @@ impl RawConn {
             body_kind(&headers, false)
         };
         let body = read_body(&mut self.reader, kind)?;
-        Ok(RawResponse { status, headers, body })
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Waits for the peer to close the connection, reading and discarding anything it sends.
@@ -209,12 +244,23 @@ impl RawConn {
         let start = Instant::now();
         let mut buf = [0u8; 4096];
         while start.elapsed() < timeout {
-            let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
-            self.stream.set_read_timeout(Some(left.min(Duration::from_millis(200)))).ok()?;
+            let left = timeout
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(1));
+            self.stream
+                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                .ok()?;
             match self.reader.read(&mut buf) {
                 Ok(0) => return Some(start.elapsed()),
                 Ok(_) => continue,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
                 // A reset is a close too.
                 Err(_) => return Some(start.elapsed()),
             }
@@ -234,6 +280,8 @@ impl RawConn {
 /// When the connection fails or no response comes back.
 pub fn request(addr: &str, bytes: &[u8]) -> RawResponse {
     let mut conn = RawConn::connect(addr);
-    conn.send(bytes).unwrap_or_else(|e| panic!("send to {addr}: {e}"));
-    conn.read_response().unwrap_or_else(|e| panic!("response from {addr}: {e}"))
+    conn.send(bytes)
+        .unwrap_or_else(|e| panic!("send to {addr}: {e}"));
+    conn.read_response()
+        .unwrap_or_else(|e| panic!("response from {addr}: {e}"))
 }

@@ -100,7 +100,11 @@ impl Upstream {
             seen: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
         });
-        let upstream = Upstream { addr, shared, listening: Mutex::new(None) };
+        let upstream = Upstream {
+            addr,
+            shared,
+            listening: Mutex::new(None),
+        };
         upstream.listen_on(listener);
         upstream
     }
@@ -150,7 +154,9 @@ impl Upstream {
     /// # Panics
     /// When none has arrived.
     pub fn last_request(&self) -> SeenRequest {
-        self.requests().pop().unwrap_or_else(|| panic!("upstream {} has received no request", self.name()))
+        self.requests()
+            .pop()
+            .unwrap_or_else(|| panic!("upstream {} has received no request", self.name()))
     }
 
     /// Closes the listener and every open connection: connects are refused until `start()`.
@@ -163,7 +169,14 @@ impl Upstream {
             let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
             let _ = listening.thread.join();
         }
-        let conns: Vec<TcpStream> = self.shared.conns.lock().expect("conns lock").drain().map(|(_, c)| c).collect();
+        let conns: Vec<TcpStream> = self
+            .shared
+            .conns
+            .lock()
+            .expect("conns lock")
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
         for conn in conns {
             let _ = conn.shutdown(Shutdown::Both);
         }
@@ -185,7 +198,11 @@ impl Upstream {
                     let _ = e;
                     thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => panic!("upstream {} cannot listen on {} again: {e}", self.name(), self.addr),
+                Err(e) => panic!(
+                    "upstream {} cannot listen on {} again: {e}",
+                    self.name(),
+                    self.addr
+                ),
             }
         };
         self.listen_on(listener);
@@ -236,7 +253,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>
 /// Answers requests on one connection until either side closes it.
 fn serve_connection(shared: &Shared, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let Ok(read_half) = stream.try_clone() else { return };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     loop {
@@ -247,7 +266,9 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
         let mut parsed_headers = [httparse::EMPTY_HEADER; 128];
         let mut parsed = httparse::Request::new(&mut parsed_headers);
         if parsed.parse(&head).is_err() {
-            let _ = writer.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = writer.write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
             return;
         }
         let method = parsed.method.unwrap_or("").to_string();
@@ -256,14 +277,25 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
         let headers: Vec<(String, String)> = parsed
             .headers
             .iter()
-            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
             .collect();
         let body = match read_body(&mut reader, body_kind(&headers, true)) {
             Ok(body) => body,
             Err(_) => return,
         };
-        let connection = header(&headers, "connection").unwrap_or("").to_ascii_lowercase();
-        let keep_alive = if http10 { connection.contains("keep-alive") } else { !connection.contains("close") };
+        let connection = header(&headers, "connection")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let keep_alive = if http10 {
+            connection.contains("keep-alive")
+        } else {
+            !connection.contains("close")
+        };
 
         let path_only = path.split('?').next().unwrap_or("");
         let (status, mut extra, payload) = if method == "GET" && path_only == HEALTH_PATH {
@@ -275,29 +307,42 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
             }
         } else {
             shared.hits.fetch_add(1, Ordering::SeqCst);
-            let seen = SeenRequest { method: method.clone(), path: path.clone(), headers: headers.clone(), body };
+            let seen = SeenRequest {
+                method: method.clone(),
+                path: path.clone(),
+                headers: headers.clone(),
+                body,
+            };
             let body_len = seen.body.len();
             shared.seen.lock().expect("seen lock").push(seen);
 
-            if let Some(ms) = header(&headers, "x-test-delay-ms").and_then(|v| v.trim().parse::<u64>().ok()) {
+            if let Some(ms) =
+                header(&headers, "x-test-delay-ms").and_then(|v| v.trim().parse::<u64>().ok())
+            {
                 thread::sleep(Duration::from_millis(ms));
             }
             if header(&headers, "x-test-close").is_some_and(|v| v.trim() == "1") {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
-            let status = header(&headers, "x-test-status").and_then(|v| v.trim().parse::<u16>().ok()).unwrap_or(200);
+            let status = header(&headers, "x-test-status")
+                .and_then(|v| v.trim().parse::<u16>().ok())
+                .unwrap_or(200);
             let extra: Vec<(String, String)> = headers
                 .iter()
                 .filter(|(n, _)| n == "x-test-set-header")
-                .filter_map(|(_, v)| v.split_once('=').map(|(n, v)| (n.trim().to_string(), v.trim().to_string())))
+                .filter_map(|(_, v)| {
+                    v.split_once('=')
+                        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                })
                 .collect();
             let echo = echo_json(&shared.name, &method, &path, &headers, body_len);
             (status, extra, echo.into_bytes())
         };
 
         extra.push(("X-Upstream".to_string(), shared.name.clone()));
-        let no_body = status == 204 || status == 304 || (100..200).contains(&status) || method == "HEAD";
+        let no_body =
+            status == 204 || status == 304 || (100..200).contains(&status) || method == "HEAD";
         let mut response = format!("HTTP/1.1 {status} {}\r\n", reason(status));
         if !no_body || method == "HEAD" {
             response.push_str(&format!("Content-Length: {}\r\n", payload.len()));
@@ -316,14 +361,25 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
         if !no_body {
             bytes.extend_from_slice(&payload);
         }
-        if writer.write_all(&bytes).and_then(|_| writer.flush()).is_err() || !keep_alive {
+        if writer
+            .write_all(&bytes)
+            .and_then(|_| writer.flush())
+            .is_err()
+            || !keep_alive
+        {
             let _ = writer.shutdown(Shutdown::Both);
             return;
         }
     }
 }
 
-fn echo_json(name: &str, method: &str, path: &str, headers: &[(String, String)], body_len: usize) -> String {
+fn echo_json(
+    name: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body_len: usize,
+) -> String {
     let mut joined: BTreeMap<String, String> = BTreeMap::new();
     for (n, v) in headers {
         joined
@@ -334,7 +390,10 @@ fn echo_json(name: &str, method: &str, path: &str, headers: &[(String, String)],
             })
             .or_insert_with(|| v.clone());
     }
-    let list: Vec<[&str; 2]> = headers.iter().map(|(n, v)| [n.as_str(), v.as_str()]).collect();
+    let list: Vec<[&str; 2]> = headers
+        .iter()
+        .map(|(n, v)| [n.as_str(), v.as_str()])
+        .collect();
     serde_json::json!({
         "upstream": name,
         "method": method,
