@@ -256,6 +256,14 @@ impl Validator {
                      to check the certificate against",
                 );
             }
+            if let Some(file) = &u.ca_file {
+                if !u.tls {
+                    self.push(format!("{at}.ca_file"), "only applies with tls = true");
+                }
+                if let Err(e) = load_ca(file) {
+                    self.push(format!("{at}.ca_file"), e);
+                }
+            }
             if let Some(h) = &u.host_header {
                 if http::HeaderValue::from_str(h).is_err() {
                     self.push(format!("{at}.host_header"), format!("{h:?} is not a valid header value"));
@@ -372,6 +380,17 @@ impl Validator {
             }
         }
     }
+}
+
+/// Reads a PEM bundle of CA certificates.
+pub fn load_ca(file: &str) -> Result<Box<[pingora::tls::x509::X509]>, String> {
+    let pem = std::fs::read(file).map_err(|e| format!("cannot read {file:?}: {e}"))?;
+    let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("{file:?} is not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{file:?} holds no certificate"));
+    }
+    Ok(certs.into_boxed_slice())
 }
 
 /// The methods a route may list (RFC 9110 plus PATCH).

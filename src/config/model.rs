@@ -149,6 +149,9 @@ pub struct UpstreamConfig {
     /// Verify the peer certificate and its host name (on by default).
     #[serde(default = "yes")]
     pub verify_cert: bool,
+    /// PEM file of CA certificates to trust for this upstream instead of the system store
+    /// (for private CAs and self-signed peers).
+    pub ca_file: Option<String>,
     /// Host header sent upstream when the route does not preserve the client's.
     pub host_header: Option<String>,
     /// TCP (and TLS) connect timeout.

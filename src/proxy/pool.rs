@@ -101,9 +101,16 @@ impl Pool {
                 .map_err(|e| err(e.to_string()))?;
             peers.push(PoolPeer { addr, peer, host });
         }
+        let ca = match &config.ca_file {
+            Some(file) => Some(Arc::new(crate::config::load_ca(file).map_err(err)?)),
+            None => None,
+        };
+        for p in &mut peers {
+            p.peer.options.ca = ca.clone();
+        }
         let mut backends = Backends::new(Static::new(set));
         if let Some(hc) = &config.health_check {
-            backends.set_health_check(health_check(config, hc, &sni));
+            backends.set_health_check(health_check(config, hc, &sni, ca));
         }
         let balancer = match config.selection {
             Selection::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends)),
@@ -203,6 +210,7 @@ fn health_check(
     config: &UpstreamConfig,
     hc: &crate::config::HealthCheckConfig,
     sni: &str,
+    ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
 ) -> Box<dyn HealthCheck + Send + Sync> {
     let timeout = hc.timeout.get().0;
     let observer = Box::new(HealthLogger {
@@ -232,6 +240,7 @@ fn health_check(
             check.peer_template.options.read_timeout = Some(timeout);
             check.peer_template.options.verify_cert = config.verify_cert;
             check.peer_template.options.verify_hostname = config.verify_cert;
+            check.peer_template.options.ca = ca;
             check.req.set_uri(
                 hc.path
                     .parse()
