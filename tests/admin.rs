@@ -57,17 +57,32 @@ fn metrics_count_requests_by_route_method_and_status() {
         "metrics content-type {:?}",
         response.header("content-type")
     );
-    let text = response.body;
-    let requests = |route: &str, method: &str, status: &str| {
+
+    // Metrics are recorded in the logging phase, which may end just after the client has its
+    // response: wait for the last request to be counted.
+    let requests = |text: &str, route: &str, method: &str, status: &str| {
         metric(
-            &text,
+            text,
             "portcullis_requests_total",
             &[("route", route), ("method", method), ("status", status)],
         )
     };
-    assert_eq!(requests("main", "GET", "200"), Some(3.0), "\n{text}");
-    assert_eq!(requests("main", "POST", "201"), Some(1.0), "\n{text}");
-    assert_eq!(requests("other", "GET", "200"), Some(1.0), "\n{text}");
+    let mut text = String::new();
+    eventually(Duration::from_secs(5), || {
+        text = gw.metrics();
+        requests(&text, "other", "GET", "200").is_some()
+    });
+    assert_eq!(requests(&text, "main", "GET", "200"), Some(3.0), "\n{text}");
+    assert_eq!(
+        requests(&text, "main", "POST", "201"),
+        Some(1.0),
+        "\n{text}"
+    );
+    assert_eq!(
+        requests(&text, "other", "GET", "200"),
+        Some(1.0),
+        "\n{text}"
+    );
 
     assert!(
         text.contains("# TYPE portcullis_request_duration_seconds histogram"),

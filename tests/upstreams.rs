@@ -398,5 +398,8 @@ fn without_retries_a_connect_failure_is_a_502() {
         statuses.contains(&502),
         "round robin over a dead peer without retries: {statuses:?}"
     );
-    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.contains(&200),
+        "round robin must keep alternating to the live peer: {statuses:?}"
+    );
 }

@@ -28,6 +28,190 @@ pub struct Config {
     /// Request matching rules, each pointing at one upstream.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Shared state backend; absent means the in-process store (single node).
+    pub store: Option<StoreConfig>,
+    /// Authentication methods routes can require.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[store]`: the Redis that gateway nodes share.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redis://host:port/db` or `rediss://…` for TLS; must not contain a password.
+    pub url: String,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Environment variable holding the Redis password.
+    pub password_env: Option<String>,
+    /// File holding the Redis password.
+    pub password_file: Option<String>,
+    /// Prefix of every key the gateway writes (one per environment sharing a Redis).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Deadline of one store operation; a slower Redis is treated as failed.
+    #[serde(default = "default_op_timeout")]
+    pub operation_timeout: Lenient<Dur>,
+    /// Deadline to establish the connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Lenient<Dur>,
+}
+
+/// `[auth]`: credentials the gateway can check.
+#[derive(Debug, Deserialize, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API keys (`auth = ["api_key"]` on a route).
+    pub api_key: Option<ApiKeyConfig>,
+    /// JWTs (`auth = ["jwt"]` on a route).
+    pub jwt: Option<JwtConfig>,
+    /// The local tier of the decision cache.
+    #[serde(default)]
+    pub cache: AuthCacheConfig,
+}
+
+/// `[auth.api_key]`.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Request header carrying the key.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// Query parameter carrying the key (removed before proxying); off when absent.
+    pub query_param: Option<String>,
+    /// Environment variable with a server secret: keys are stored as HMAC-SHA256 under it
+    /// (plain SHA-256 when absent).
+    pub hash_secret_env: Option<String>,
+    /// File with the server secret (instead of `hash_secret_env`).
+    pub hash_secret_file: Option<String>,
+    /// Keys declared in the config (in-process store only); the key itself comes from env/file.
+    #[serde(default)]
+    pub keys: Vec<StaticKeyConfig>,
+}
+
+/// A key declared in the config.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKeyConfig {
+    /// Key id (shown in listings and logs instead of the key).
+    pub id: String,
+    /// The consumer the key authenticates.
+    pub consumer: String,
+    /// Environment variable holding the key.
+    pub key_env: Option<String>,
+    /// File holding the key.
+    pub key_file: Option<String>,
+    /// Plan name (rate-limit overrides key on it).
+    pub plan: Option<String>,
+    /// Scopes granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`; any issuer when absent.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; `aud` is not checked when empty.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway: Lenient<Dur>,
+    /// Reject tokens without `exp`.
+    #[serde(default = "yes")]
+    pub require_exp: bool,
+    /// Claims that must be present.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Claim naming the consumer.
+    #[serde(default = "default_consumer_claim")]
+    pub consumer_claim: String,
+    /// Claim with the scopes: a space-separated string or an array of strings.
+    #[serde(default = "default_scopes_claim")]
+    pub scopes_claim: String,
+    /// Claim → upstream request header.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Keys configured directly.
+    #[serde(default)]
+    pub keys: Vec<JwtKeyConfig>,
+    /// JWKS document URL of the identity provider.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is refreshed when its response gives no cache lifetime.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: Lenient<Dur>,
+    /// An unknown `kid` refetches the JWKS at most once per this interval.
+    #[serde(default = "default_jwks_min_refetch")]
+    pub jwks_min_refetch_interval: Lenient<Dur>,
+    /// Deadline of one JWKS fetch.
+    #[serde(default = "default_jwks_timeout")]
+    pub jwks_timeout: Lenient<Dur>,
+}
+
+/// One configured JWT verification key; its algorithm is pinned here, never taken from a token.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// `kid` this key answers to; a key without one is tried for tokens without a `kid`.
+    pub kid: Option<String>,
+    /// HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA.
+    pub algorithm: String,
+    /// Environment variable with the HMAC secret (HS*).
+    pub secret_env: Option<String>,
+    /// File with the HMAC secret (HS*).
+    pub secret_file: Option<String>,
+    /// PEM public key file (RS*, PS*, ES*, EdDSA).
+    pub public_key_file: Option<String>,
+}
+
+/// `[auth.cache]`: the in-process tier in front of the store.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthCacheConfig {
+    /// Entries of known credentials kept per node.
+    pub capacity: usize,
+    /// Longest time a decision is kept (never longer than the credential lives).
+    pub ttl: Lenient<Dur>,
+    /// Entries of unknown credentials kept, separately, so random keys cannot evict good ones.
+    pub negative_capacity: usize,
+    /// How long an unknown credential is remembered as unknown.
+    pub negative_ttl: Lenient<Dur>,
+}
+
+impl Default for AuthCacheConfig {
+    fn default() -> Self {
+        AuthCacheConfig {
+            capacity: 100_000,
+            ttl: Lenient::new("5m"),
+            negative_capacity: 10_000,
+            negative_ttl: Lenient::new("5s"),
+        }
+    }
+}
+
+/// An authentication method a route can require.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// `[auth.api_key]`.
+    ApiKey,
+    /// `[auth.jwt]`.
+    Jwt,
+}
+
+/// What a route does when the store cannot answer for an unknown credential.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStoreFailure {
+    /// 503 `store_unavailable` (the client did nothing wrong).
+    #[default]
+    Unavailable,
+    /// Let the request through without a consumer (fail open).
+    Allow,
 }
 
 /// `[server]`: what the proxy listens on and how the process behaves.
@@ -270,6 +454,18 @@ pub struct RouteConfig {
     /// (after the request was sent; idempotent methods only).
     #[serde(default = "default_retry_on")]
     pub retry_on: Vec<RetryOn>,
+    /// Authentication methods, tried in order; empty = public route.
+    #[serde(default)]
+    pub auth: Vec<AuthMethod>,
+    /// Scopes the principal must all hold (403 otherwise).
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Send the credential upstream instead of stripping it.
+    #[serde(default)]
+    pub forward_credentials: bool,
+    /// When the store is down and the credential is not cached locally.
+    #[serde(default)]
+    pub auth_on_store_error: AuthStoreFailure,
 }
 
 /// How a route's path is compared.
@@ -305,6 +501,33 @@ pub struct HeaderRules {
     pub remove: Vec<String>,
 }
 
+fn default_prefix() -> String {
+    "portcullis:".to_string()
+}
+fn default_op_timeout() -> Lenient<Dur> {
+    Lenient::new("20ms")
+}
+fn default_api_key_header() -> String {
+    "x-api-key".to_string()
+}
+fn default_leeway() -> Lenient<Dur> {
+    Lenient::new("60s")
+}
+fn default_consumer_claim() -> String {
+    "sub".to_string()
+}
+fn default_scopes_claim() -> String {
+    "scope".to_string()
+}
+fn default_jwks_refresh() -> Lenient<Dur> {
+    Lenient::new("5m")
+}
+fn default_jwks_min_refetch() -> Lenient<Dur> {
+    Lenient::new("30s")
+}
+fn default_jwks_timeout() -> Lenient<Dur> {
+    Lenient::new("2s")
+}
 fn yes() -> bool {
     true
 }
