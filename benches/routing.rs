@@ -7,7 +7,8 @@ use portcullis::config;
 use portcullis::proxy::router::Router;
 
 fn table(services: usize) -> Router {
-    let mut toml = String::from("[[upstreams]]\nname = \"u\"\npeers = [{ addr = \"127.0.0.1:1\" }]\n");
+    let mut toml =
+        String::from("[[upstreams]]\nname = \"u\"\npeers = [{ addr = \"127.0.0.1:1\" }]\n");
     for i in 0..services {
         toml.push_str(&format!(
             "[[routes]]\nname = \"svc{i}\"\nhosts = [\"svc{i}.example.com\"]\npath = \"/v1/svc{i}\"\nupstream = \"u\"\n\
@@ -17,7 +18,10 @@ fn table(services: usize) -> Router {
     }
     toml.push_str("[[routes]]\nname = \"wild\"\nhosts = [\"*.tenants.example.com\"]\npath = \"/\"\nupstream = \"u\"\n");
     let config = config::parse(&toml).expect("bench config parses");
-    assert!(config::validate(&config).is_empty(), "bench config is valid");
+    assert!(
+        config::validate(&config).is_empty(),
+        "bench config is valid"
+    );
     Router::build(&config.routes)
 }
 
@@ -26,19 +30,49 @@ fn bench_routing(c: &mut Criterion) {
         let router = table(services);
         let mut group = c.benchmark_group(format!("route_match/{}_routes", services * 3 + 1));
         group.bench_function("exact_host_prefix", |b| {
-            b.iter(|| router.find(black_box("svc5.example.com"), black_box("/v1/svc5/items/42"), black_box("GET")))
+            b.iter(|| {
+                router.find(
+                    black_box("svc5.example.com"),
+                    black_box("/v1/svc5/items/42"),
+                    black_box("GET"),
+                )
+            })
         });
         group.bench_function("any_host_exact_path", |b| {
-            b.iter(|| router.find(black_box("other.org"), black_box("/v1/svc7/status"), black_box("GET")))
+            b.iter(|| {
+                router.find(
+                    black_box("other.org"),
+                    black_box("/v1/svc7/status"),
+                    black_box("GET"),
+                )
+            })
         });
         group.bench_function("any_host_deep_prefix", |b| {
-            b.iter(|| router.find(black_box("other.org"), black_box("/api/svc9/a/b/c"), black_box("POST")))
+            b.iter(|| {
+                router.find(
+                    black_box("other.org"),
+                    black_box("/api/svc9/a/b/c"),
+                    black_box("POST"),
+                )
+            })
         });
         group.bench_function("wildcard_host", |b| {
-            b.iter(|| router.find(black_box("Acme.Tenants.Example.com:443"), black_box("/x"), black_box("GET")))
+            b.iter(|| {
+                router.find(
+                    black_box("Acme.Tenants.Example.com:443"),
+                    black_box("/x"),
+                    black_box("GET"),
+                )
+            })
         });
         group.bench_function("not_found", |b| {
-            b.iter(|| router.find(black_box("other.org"), black_box("/nothing/here"), black_box("GET")))
+            b.iter(|| {
+                router.find(
+                    black_box("other.org"),
+                    black_box("/nothing/here"),
+                    black_box("GET"),
+                )
+            })
         });
         group.finish();
     }

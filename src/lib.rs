@@ -10,6 +10,7 @@
 //!   checks, forwarding headers, and the one error type that knows its HTTP status.
 //! - [`observe`]: Prometheus metrics, the JSON access log with redaction, request ids.
 //! - [`admin`]: the loopback admin service (health, readiness, metrics, reload).
+//! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, invalidations.
 //! - [`server`]: assembles the Pingora server from a config file.
 
 #![forbid(unsafe_code)]
@@ -21,3 +22,4 @@ pub mod observe;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod store;

@@ -41,7 +41,11 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match portcullis::config::load(path) {
         Ok(config) => {
-            println!("{}: ok: {}", path.display(), portcullis::runtime::summary(&config));
+            println!(
+                "{}: ok: {}",
+                path.display(),
+                portcullis::runtime::summary(&config)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -126,7 +126,11 @@ impl Runtime {
             router,
             routes,
             pools,
-            trusted_proxies: s.trusted_proxies.iter().filter_map(|n| n.ok().copied()).collect(),
+            trusted_proxies: s
+                .trusted_proxies
+                .iter()
+                .filter_map(|n| n.ok().copied())
+                .collect(),
             max_body_size: s.max_body_size.ok().map_or(u64::MAX, |b| b.0),
             keepalive_secs: s
                 .keepalive_timeout
@@ -160,7 +164,12 @@ pub fn summary(c: &Config) -> String {
             .listen
             .iter()
             .map(|l| l.raw().to_string())
-            .chain(c.server.tls.iter().map(|t| format!("{} (tls)", t.listen.raw())))
+            .chain(
+                c.server
+                    .tls
+                    .iter()
+                    .map(|t| format!("{} (tls)", t.listen.raw()))
+            )
             .collect::<Vec<_>>()
             .join(", ")
     )
@@ -193,7 +202,8 @@ fn compile_route(
             .filter_map(|k| HeaderName::from_bytes(k.as_bytes()).ok())
             .collect::<Vec<_>>()
     };
-    let dur = |d: &Option<config::Lenient<config::Dur>>| d.as_ref().and_then(|d| d.ok()).map(|d| d.0);
+    let dur =
+        |d: &Option<config::Lenient<config::Dur>>| d.as_ref().and_then(|d| d.ok()).map(|d| d.0);
     Ok(Route {
         name: r.name.clone(),
         pool,
@@ -272,7 +282,10 @@ impl RuntimeHandle {
                 if r.needs_restart.is_empty() {
                     String::new()
                 } else {
-                    format!("; changes to {} take effect after a restart", r.needs_restart.join(", "))
+                    format!(
+                        "; changes to {} take effect after a restart",
+                        r.needs_restart.join(", ")
+                    )
                 }
             ),
             Err(e) => log::error!("config reload failed, keeping the running config: {e}"),
@@ -327,7 +340,13 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
 /// Settings that a running process cannot change; a reload that changes them says so.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
-    let listen = |c: &Config| c.server.listen.iter().map(|l| l.ok().copied()).collect::<Vec<Option<SocketAddr>>>();
+    let listen = |c: &Config| {
+        c.server
+            .listen
+            .iter()
+            .map(|l| l.ok().copied())
+            .collect::<Vec<Option<SocketAddr>>>()
+    };
     if listen(old) != listen(new) {
         out.push("server.listen");
     }

@@ -46,17 +46,20 @@ pub fn build(config_path: &Path) -> Result<Server, StartError> {
     let rt = runtime.current();
     let config = &rt.config;
 
-    let token = read_secret(config.admin.token_env.as_deref(), config.admin.token_file.as_deref())?;
+    let token = read_secret(
+        config.admin.token_env.as_deref(),
+        config.admin.token_file.as_deref(),
+    )?;
     if token.is_none() {
         log::warn!("no admin token configured: POST /reload is disabled, reload with SIGHUP");
     }
     let access_log = Arc::new(
-        AccessLog::start(&config.log.access_log, metrics.access_log_dropped.clone()).map_err(|source| {
-            StartError::AccessLog {
+        AccessLog::start(&config.log.access_log, metrics.access_log_dropped.clone()).map_err(
+            |source| StartError::AccessLog {
                 path: config.log.access_log.clone(),
                 source,
-            }
-        })?,
+            },
+        )?,
     );
 
     let mut conf = ServerConf {
@@ -76,13 +79,15 @@ pub fn build(config_path: &Path) -> Result<Server, StartError> {
     server.bootstrap();
 
     let gateway = Gateway::new(runtime.clone(), metrics.clone(), access_log);
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "proxy");
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "proxy");
     for addr in &config.server.listen {
         proxy.add_tcp(addr.raw().trim());
     }
     if let Some(tls) = &config.server.tls {
-        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&tls.cert_file, &tls.key_file)
-            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let mut settings =
+            pingora::listeners::tls::TlsSettings::intermediate(&tls.cert_file, &tls.key_file)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
         if tls.h2 {
             settings.enable_h2();
         }
@@ -90,7 +95,10 @@ pub fn build(config_path: &Path) -> Result<Server, StartError> {
     }
     proxy.threads = Some(config.server.threads);
 
-    let mut admin = Service::new("admin".to_string(), AdminApp::new(runtime.clone(), metrics, token));
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp::new(runtime.clone(), metrics, token),
+    );
     admin.add_tcp(config.admin.listen.raw().trim());
     admin.threads = Some(1);
 

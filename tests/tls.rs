@@ -20,7 +20,9 @@ impl Cert {
     fn new() -> Cert {
         let dir = tempfile::tempdir().expect("temp dir");
         let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
             .args(["-subj", "/CN=localhost"])
             .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
             .arg("-keyout")
@@ -69,7 +71,11 @@ impl TlsUpstream {
             .expect("start openssl s_server");
         let up = TlsUpstream { child, port };
         assert!(
-            eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            eventually(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
             "openssl s_server did not listen"
         );
         up
@@ -104,14 +110,26 @@ fn https_listener_serves_http2_and_tells_the_upstream_it_was_https() {
         upstream("app", &[&up], ""),
         route("all", "app", "")
     );
-    let _gw = Gateway::builder(&config).var("TLS_ADDR", tls_addr.clone()).start();
+    let _gw = Gateway::builder(&config)
+        .var("TLS_ADDR", tls_addr.clone())
+        .start();
     let url = format!("https://{tls_addr}/hello");
 
-    let version = curl(&["--cacert", &path(&cert.cert()), "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", &url]);
+    let version = curl(&[
+        "--cacert",
+        &path(&cert.cert()),
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &url,
+    ]);
     assert_eq!(version.trim(), "2 200", "HTTP/2 over TLS expected");
 
     let body = curl(&["--cacert", &path(&cert.cert()), "--http1.1", &url]);
-    let echo: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let echo: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(echo["path"], "/hello");
     assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
 }

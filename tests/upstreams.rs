@@ -379,7 +379,7 @@ fn connect_failure_is_retried_on_another_peer() {
 }
 
 #[test]
-fn without_retries_a_connect_failure_is_a_502() {
+fn without_retries_round_robin_over_a_dead_peer_fails_about_half_the_requests() {
     let live = Upstream::spawn("live");
     let dead = format!("127.0.0.1:{}", free_port());
     let config = [
@@ -394,12 +394,12 @@ fn without_retries_a_connect_failure_is_a_502() {
     let statuses: Vec<u16> = (0..20)
         .map(|_| client.get(&gw.url("/noretry")).status)
         .collect();
+    let failed = statuses.iter().filter(|s| **s == 502).count();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(failed + ok, 20, "only 200 or 502 expected: {statuses:?}");
+    // Strict alternation gives 10 and 10; a failed connect must not skew the rotation.
     assert!(
-        statuses.contains(&502),
-        "round robin over a dead peer without retries: {statuses:?}"
-    );
-    assert!(
-        statuses.contains(&200),
-        "round robin must keep alternating to the live peer: {statuses:?}"
+        (5..=15).contains(&failed),
+        "round robin over one dead and one live peer without retries: {failed} of 20 failed: {statuses:?}"
     );
 }

@@ -23,7 +23,11 @@ pub struct AdminApp {
 
 impl AdminApp {
     /// Creates the app; `token` guards mutating endpoints.
-    pub fn new(runtime: Arc<RuntimeHandle>, metrics: Arc<Metrics>, token: Option<String>) -> AdminApp {
+    pub fn new(
+        runtime: Arc<RuntimeHandle>,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+    ) -> AdminApp {
         AdminApp {
             runtime,
             metrics,
@@ -80,7 +84,10 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
-    json(status, serde_json::json!({"error": code, "message": message}))
+    json(
+        status,
+        serde_json::json!({"error": code, "message": message}),
+    )
 }
 
 fn build(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -125,9 +132,11 @@ impl ServeHttp for AdminApp {
                 }
                 self.reload()
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/reload") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "wrong method for this endpoint")
-            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/reload") => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "wrong method for this endpoint",
+            ),
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }

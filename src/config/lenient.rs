@@ -94,9 +94,9 @@ pub struct Dur(pub std::time::Duration);
 
 impl Parse for Dur {
     fn parse(raw: &str) -> Result<Self, String> {
-        humantime::parse_duration(raw.trim())
-            .map(Dur)
-            .map_err(|e| format!("invalid duration {raw:?} ({e}); write e.g. \"250ms\", \"30s\", \"1m\""))
+        humantime::parse_duration(raw.trim()).map(Dur).map_err(|e| {
+            format!("invalid duration {raw:?} ({e}); write e.g. \"250ms\", \"30s\", \"1m\"")
+        })
     }
 }
 
@@ -112,7 +112,9 @@ impl Parse for ipnet::IpNet {
         let raw = raw.trim();
         ipnet::IpNet::from_str(raw)
             .or_else(|_| std::net::IpAddr::from_str(raw).map(ipnet::IpNet::from))
-            .map_err(|_| format!("invalid network {raw:?}; write a CIDR like \"10.0.0.0/8\" or an ip"))
+            .map_err(|_| {
+                format!("invalid network {raw:?}; write a CIDR like \"10.0.0.0/8\" or an ip")
+            })
     }
 }
 
@@ -133,7 +135,11 @@ impl Parse for ByteSize {
             "KiB" | "KB" | "K" => 1024,
             "MiB" | "MB" | "M" => 1024 * 1024,
             "GiB" | "GB" | "G" => 1024 * 1024 * 1024,
-            other => return Err(format!("invalid size unit {other:?} in {raw:?}; use B, KiB, MiB or GiB")),
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {raw:?}; use B, KiB, MiB or GiB"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)

@@ -142,7 +142,10 @@ impl Validator {
 
     fn server(&mut self, s: &ServerConfig) {
         if s.listen.is_empty() && s.tls.is_none() {
-            self.push("server.listen", "no listener: give at least one address or [server.tls]");
+            self.push(
+                "server.listen",
+                "no listener: give at least one address or [server.tls]",
+            );
         }
         let mut seen = HashSet::new();
         for (i, addr) in s.listen.iter().enumerate() {
@@ -158,7 +161,10 @@ impl Validator {
             }
             for (field, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
                 if !Path::new(file).is_file() {
-                    self.push(format!("server.tls.{field}"), format!("no such file {file:?}"));
+                    self.push(
+                        format!("server.tls.{field}"),
+                        format!("no such file {file:?}"),
+                    );
                 }
             }
         }
@@ -216,7 +222,10 @@ impl Validator {
         ] {
             for (i, name) in names.iter().enumerate() {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    self.push(format!("log.{field}[{i}]"), format!("{name:?} is not a valid header name"));
+                    self.push(
+                        format!("log.{field}[{i}]"),
+                        format!("{name:?} is not a valid header name"),
+                    );
                 }
             }
         }
@@ -230,18 +239,29 @@ impl Validator {
             if u.name.trim().is_empty() {
                 self.push(format!("{at}.name"), "must not be empty");
             } else if !names.insert(u.name.clone()) {
-                self.push(format!("{at}.name"), format!("upstream name {:?} is used twice", u.name));
+                self.push(
+                    format!("{at}.name"),
+                    format!("upstream name {:?} is used twice", u.name),
+                );
             }
             if u.peers.is_empty() {
                 self.push(format!("{at}.peers"), "needs at least one peer");
             }
             let mut addrs = HashSet::new();
             for (j, p) in u.peers.iter().enumerate() {
-                if self.lenient(format!("{at}.peers[{j}].addr"), &p.addr) && !addrs.insert(p.addr.ok().copied()) {
-                    self.push(format!("{at}.peers[{j}].addr"), format!("peer {:?} is listed twice", p.addr.raw()));
+                if self.lenient(format!("{at}.peers[{j}].addr"), &p.addr)
+                    && !addrs.insert(p.addr.ok().copied())
+                {
+                    self.push(
+                        format!("{at}.peers[{j}].addr"),
+                        format!("peer {:?} is listed twice", p.addr.raw()),
+                    );
                 }
                 if p.weight == 0 || p.weight > 1000 {
-                    self.push(format!("{at}.peers[{j}].weight"), "must be between 1 and 1000");
+                    self.push(
+                        format!("{at}.peers[{j}].weight"),
+                        "must be between 1 and 1000",
+                    );
                 }
             }
             if u.selection == Selection::ConsistentHash {
@@ -266,7 +286,10 @@ impl Validator {
             }
             if let Some(h) = &u.host_header {
                 if http::HeaderValue::from_str(h).is_err() {
-                    self.push(format!("{at}.host_header"), format!("{h:?} is not a valid header value"));
+                    self.push(
+                        format!("{at}.host_header"),
+                        format!("{h:?} is not a valid header value"),
+                    );
                 }
             }
             self.positive_duration(format!("{at}.connect_timeout"), &u.connect_timeout);
@@ -301,10 +324,16 @@ impl Validator {
             if r.name.trim().is_empty() {
                 self.push(format!("{at}.name"), "must not be empty");
             } else if !names.insert(r.name.clone()) {
-                self.push(format!("{at}.name"), format!("route name {:?} is used twice", r.name));
+                self.push(
+                    format!("{at}.name"),
+                    format!("route name {:?} is used twice", r.name),
+                );
             }
             if !upstreams.contains(&r.upstream) {
-                self.push(format!("{at}.upstream"), format!("no upstream named {:?}", r.upstream));
+                self.push(
+                    format!("{at}.upstream"),
+                    format!("no upstream named {:?}", r.upstream),
+                );
             }
             for (j, h) in r.hosts.iter().enumerate() {
                 if let Err(e) = HostPattern::parse(h) {
@@ -312,7 +341,10 @@ impl Validator {
                 }
             }
             if !r.path.starts_with('/') {
-                self.push(format!("{at}.path"), format!("{:?} must start with '/'", r.path));
+                self.push(
+                    format!("{at}.path"),
+                    format!("{:?} must start with '/'", r.path),
+                );
             }
             let mut methods = Vec::new();
             for (j, m) in r.methods.iter().enumerate() {
@@ -325,23 +357,38 @@ impl Validator {
                         format!("{m:?} is an extension method; only routes without `methods` take those"),
                     );
                 } else {
-                    self.push(format!("{at}.methods[{j}]"), format!("{m:?} is not an HTTP method"));
+                    self.push(
+                        format!("{at}.methods[{j}]"),
+                        format!("{m:?} is not an HTTP method"),
+                    );
                 }
             }
             methods.sort();
             methods.dedup();
-            for (side, rules) in [("request_headers", &r.request_headers), ("response_headers", &r.response_headers)] {
+            for (side, rules) in [
+                ("request_headers", &r.request_headers),
+                ("response_headers", &r.response_headers),
+            ] {
                 for (name, value) in &rules.add {
                     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        self.push(format!("{at}.{side}.add"), format!("{name:?} is not a valid header name"));
+                        self.push(
+                            format!("{at}.{side}.add"),
+                            format!("{name:?} is not a valid header name"),
+                        );
                     }
                     if http::HeaderValue::from_str(value).is_err() {
-                        self.push(format!("{at}.{side}.add.{name}"), "not a valid header value");
+                        self.push(
+                            format!("{at}.{side}.add.{name}"),
+                            "not a valid header value",
+                        );
                     }
                 }
                 for (j, name) in rules.remove.iter().enumerate() {
                     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        self.push(format!("{at}.{side}.remove[{j}]"), format!("{name:?} is not a valid header name"));
+                        self.push(
+                            format!("{at}.{side}.remove[{j}]"),
+                            format!("{name:?} is not a valid header name"),
+                        );
                     }
                 }
             }
@@ -518,7 +565,10 @@ methods = ["G ET"]
             "routes[1].methods[0]: \"G ET\" is not an HTTP method",
         ];
         for e in expect {
-            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e:?} in {found:#?}"
+            );
         }
         assert_eq!(found.len(), expect.len(), "{found:#?}");
     }
@@ -531,13 +581,19 @@ methods = ["G ET"]
         );
         let found = issues(&toml);
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert!(found[0].starts_with("routes[1]: another route already matches"), "{found:#?}");
+        assert!(
+            found[0].starts_with("routes[1]: another route already matches"),
+            "{found:#?}"
+        );
     }
 
     #[test]
     fn admin_off_loopback_needs_a_token() {
         let found = issues(&format!("{BASE}\n[admin]\nlisten = \"0.0.0.0:9901\"\n"));
-        assert!(found.iter().any(|f| f.starts_with("admin.listen:")), "{found:#?}");
+        assert!(
+            found.iter().any(|f| f.starts_with("admin.listen:")),
+            "{found:#?}"
+        );
     }
 
     #[test]
@@ -577,7 +633,10 @@ interval = "0ms"
             "upstreams[1].health_check.path: must start with '/'",
         ];
         for e in expect {
-            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e:?} in {found:#?}"
+            );
         }
     }
 }

@@ -48,7 +48,12 @@ impl Redactor {
         let sensitive_headers: Vec<String> = BUILTIN_SENSITIVE_HEADERS
             .iter()
             .map(|s| s.to_string())
-            .chain(config.sensitive_headers.iter().map(|s| s.to_ascii_lowercase()))
+            .chain(
+                config
+                    .sensitive_headers
+                    .iter()
+                    .map(|s| s.to_ascii_lowercase()),
+            )
             .collect();
         let log_headers = config
             .log_headers
@@ -333,7 +338,10 @@ mod tests {
     #[test]
     fn sensitive_query_values_are_replaced() {
         let r = redactor(&["sig"], &[]);
-        assert_eq!(path(&r, "/a?x=1&sig=abc&api_key=k1"), "/a?x=1&sig=[REDACTED]&api_key=[REDACTED]");
+        assert_eq!(
+            path(&r, "/a?x=1&sig=abc&api_key=k1"),
+            "/a?x=1&sig=[REDACTED]&api_key=[REDACTED]"
+        );
         assert_eq!(path(&r, "/a?%61pi_key=k2"), "/a?%61pi_key=[REDACTED]");
         assert_eq!(path(&r, "/a?SIG=zz"), "/a?SIG=[REDACTED]");
         assert_eq!(path(&r, "/a"), "/a");
@@ -365,7 +373,10 @@ mod tests {
                 headers: &headers,
             },
         );
-        assert!(!line.contains("hunter2") && !line.contains("s3cr3t"), "{line}");
+        assert!(
+            !line.contains("hunter2") && !line.contains("s3cr3t"),
+            "{line}"
+        );
         let v: serde_json::Value = serde_json::from_str(&line).expect("valid json");
         assert_eq!(v["headers"]["user-agent"], "curl/8");
         assert_eq!(v["headers"]["authorization"], "[REDACTED]");

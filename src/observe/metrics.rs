@@ -35,7 +35,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("portcullis_requests_total", "Requests handled, by route, method and status."),
+            Opts::new(
+                "portcullis_requests_total",
+                "Requests handled, by route, method and status.",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
@@ -58,12 +61,18 @@ impl Metrics {
         )
         .expect("valid metric");
         let peer_healthy = IntGaugeVec::new(
-            Opts::new("portcullis_upstream_peer_healthy", "1 when the peer passes its health checks."),
+            Opts::new(
+                "portcullis_upstream_peer_healthy",
+                "1 when the peer passes its health checks.",
+            ),
             &["upstream", "peer"],
         )
         .expect("valid metric");
         let reloads = IntCounterVec::new(
-            Opts::new("portcullis_config_reloads_total", "Config reloads, by result (ok or error)."),
+            Opts::new(
+                "portcullis_config_reloads_total",
+                "Config reloads, by result (ok or error).",
+            ),
             &["result"],
         )
         .expect("valid metric");

@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn well_formed_ids_are_kept_and_others_refused() {
-        assert_eq!(accept_request_id(b"abc-123_x.y:z").map(|i| i.as_str().to_string()), Some("abc-123_x.y:z".into()));
+        assert_eq!(
+            accept_request_id(b"abc-123_x.y:z").map(|i| i.as_str().to_string()),
+            Some("abc-123_x.y:z".into())
+        );
         assert!(accept_request_id(b"").is_none());
         assert!(accept_request_id(b"has space").is_none());
         assert!(accept_request_id(b"new\nline").is_none());

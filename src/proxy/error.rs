@@ -99,7 +99,11 @@ impl GatewayError {
     }
 
     /// The response header for this error, with content type and length set.
-    pub fn response_header(&self, request_id: &RequestId, body_len: usize) -> pingora::Result<ResponseHeader> {
+    pub fn response_header(
+        &self,
+        request_id: &RequestId,
+        body_len: usize,
+    ) -> pingora::Result<ResponseHeader> {
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;

@@ -12,16 +12,23 @@ const X_FORWARDED_HOST: &str = "x-forwarded-host";
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus the
 /// non-standard ones that proxies in the wild still send.
-const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer", "proxy-authenticate"];
+const HOP_BY_HOP: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "proxy-authenticate",
+];
 
 /// Whether the request asks to switch protocols (e.g. WebSocket), which must keep `Upgrade`.
 pub fn is_upgrade(req: &RequestHeader) -> bool {
     req.headers.contains_key(UPGRADE)
-        && req
-            .headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+        && req.headers.get_all(CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -140,14 +147,23 @@ mod tests {
     fn websocket_upgrade_keeps_upgrade() {
         let mut r = req(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         remove_hop_by_hop(&mut r);
-        assert_eq!(r.headers.get("upgrade").map(|v| v.as_bytes()), Some(&b"websocket"[..]));
-        assert_eq!(r.headers.get("connection").map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+        assert_eq!(
+            r.headers.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            r.headers.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
     }
 
     #[test]
     fn untrusted_clients_cannot_spoof_forwarded_for() {
         let ip: IpAddr = "192.0.2.7".parse().expect("ip");
-        let mut r = req(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")]);
+        let mut r = req(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
         set_forwarded_headers(&mut r, Some(ip), false, false, None).expect("set");
         assert_eq!(r.headers["x-forwarded-for"], "192.0.2.7");
         assert_eq!(r.headers["x-forwarded-proto"], "http");

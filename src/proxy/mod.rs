@@ -18,7 +18,9 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
 use crate::config::HashKey;
-use crate::observe::{accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, RequestId};
+use crate::observe::{
+    accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, RequestId,
+};
 use crate::runtime::{Route, Runtime, RuntimeHandle};
 use error::GatewayError;
 use router::RouteMatch;
@@ -52,7 +54,11 @@ pub struct RequestCtx {
 
 impl Gateway {
     /// Creates the proxy over a runtime handle (swapped on reload), metrics and the access log.
-    pub fn new(runtime: Arc<RuntimeHandle>, metrics: Arc<Metrics>, access_log: Arc<AccessLog>) -> Gateway {
+    pub fn new(
+        runtime: Arc<RuntimeHandle>,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+    ) -> Gateway {
         Gateway {
             runtime,
             metrics,
@@ -76,23 +82,29 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 }
 
 fn is_https(session: &Session) -> bool {
-    session
-        .digest()
-        .is_some_and(|d| d.ssl_digest.is_some())
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or the Host header.
 fn request_host(req: &RequestHeader) -> &str {
     req.uri
         .host()
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("")
 }
 
 /// Checks a declared body size against the limit.
 fn check_body_size(req: &RequestHeader, max: u64) -> Option<GatewayError> {
     let value = req.headers.get(http::header::CONTENT_LENGTH)?;
-    match value.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+    match value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
         Some(n) if n > max => Some(GatewayError::PayloadTooLarge),
         Some(_) => None,
         None => Some(GatewayError::BadRequest("Content-Length is not a number")),
@@ -100,7 +112,11 @@ fn check_body_size(req: &RequestHeader, max: u64) -> Option<GatewayError> {
 }
 
 /// Writes a JSON error response; the connection is closed after it when `close` is set.
-async fn respond_error(session: &mut Session, err: &GatewayError, ctx: &mut RequestCtx) -> Result<()> {
+async fn respond_error(
+    session: &mut Session,
+    err: &GatewayError,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
     let body = err.body(&ctx.request_id);
     let resp = err.response_header(&ctx.request_id, body.len())?;
     ctx.error_status = Some(err.status());
@@ -147,7 +163,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let rt = self.runtime.current();
         let req = session.req_header();
         ctx.request_id = req
@@ -155,7 +175,10 @@ impl ProxyHttp for Gateway {
             .get("x-request-id")
             .and_then(|v| accept_request_id(v.as_bytes()))
             .unwrap_or_else(new_request_id);
-        match rt.router.find(request_host(req), req.uri.path(), req.method.as_str()) {
+        match rt
+            .router
+            .find(request_host(req), req.uri.path(), req.method.as_str())
+        {
             RouteMatch::Found { route, matched_len } => {
                 ctx.route = Some(route);
                 ctx.matched_len = matched_len;
@@ -182,7 +205,11 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route() else {
             return Error::e_explain(ErrorType::InternalError, "no route in upstream_peer");
         };
@@ -233,16 +260,35 @@ impl ProxyHttp for Gateway {
             };
             match new.parse::<http::Uri>() {
                 Ok(uri) => upstream.set_uri(uri),
-                Err(_) => return Error::e_explain(ErrorType::InvalidHTTPHeader, "path after strip_prefix"),
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "path after strip_prefix",
+                    )
+                }
             }
         }
-        let original_host = session.req_header().headers.get(http::header::HOST).cloned();
+        let original_host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned();
         forward::remove_hop_by_hop(upstream);
         let ip = client_ip(session);
         let trusted = ip.is_some_and(|ip| rt.is_trusted(ip));
-        forward::set_forwarded_headers(upstream, ip, trusted, is_https(session), original_host.as_ref())?;
+        forward::set_forwarded_headers(
+            upstream,
+            ip,
+            trusted,
+            is_https(session),
+            original_host.as_ref(),
+        )?;
         if !route.preserve_host {
-            let host = route.pool.host_header.clone().or_else(|| ctx.peer_host.clone());
+            let host = route
+                .pool
+                .host_header
+                .clone()
+                .or_else(|| ctx.peer_host.clone());
             if let Some(h) = host {
                 forward::set_host(upstream, h)?;
             }
@@ -301,7 +347,7 @@ impl ProxyHttp for Gateway {
             let attempts = ctx.tried.len();
             // With no other healthy peer a retry could only fail as "no healthy upstream" and
             // hide the real failure (refused, timed out) from the client.
-            let elsewhere = route.pool.select(&[], &ctx.tried).is_some();
+            let elsewhere = route.pool.has_untried_healthy(&ctx.tried);
             if route.retry_connect_failure && attempts <= route.retries && elsewhere {
                 e.set_retry(true);
             } else {
@@ -334,7 +380,12 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let err = if *e.etype() == NO_HEALTHY_UPSTREAM {
             GatewayError::NoHealthyUpstream
         } else {
@@ -366,16 +417,20 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map(|r| r.status)
-            .or_else(|| ctx.error_status.and_then(|s| http::StatusCode::from_u16(s).ok()));
+        let status = session.response_written().map(|r| r.status).or_else(|| {
+            ctx.error_status
+                .and_then(|s| http::StatusCode::from_u16(s).ok())
+        });
         let elapsed = ctx.start.elapsed();
         let route = ctx.route();
         let route_name = route.map_or("-", |r| r.name.as_str());
         let req = session.req_header();
         let status_code = status.unwrap_or(http::StatusCode::OK);
-        let status_str = if status.is_some() { status_code.as_str() } else { "0" };
+        let status_str = if status.is_some() {
+            status_code.as_str()
+        } else {
+            "0"
+        };
         self.metrics
             .requests
             .with_label_values(&[route_name, req.method.as_str(), status_str])
@@ -411,4 +466,3 @@ impl ProxyHttp for Gateway {
         }
     }
 }
-

@@ -97,8 +97,8 @@ impl Pool {
             peer.options.idle_timeout = Some(config.idle_timeout.get().0);
             peer.options.verify_cert = config.verify_cert;
             peer.options.verify_hostname = config.verify_cert;
-            let host = http::HeaderValue::from_str(&addr.to_string())
-                .map_err(|e| err(e.to_string()))?;
+            let host =
+                http::HeaderValue::from_str(&addr.to_string()).map_err(|e| err(e.to_string()))?;
             peers.push(PoolPeer { addr, peer, host });
         }
         let ca = match &config.ca_file {
@@ -127,9 +127,7 @@ impl Pool {
             None => return Err(err("static discovery did not complete".into())),
         }
         let hash_key = match config.selection {
-            Selection::ConsistentHash => {
-                Some(HashKey::parse(&config.hash_key).map_err(err)?)
-            }
+            Selection::ConsistentHash => Some(HashKey::parse(&config.hash_key).map_err(err)?),
             Selection::RoundRobin => None,
         };
         let host_header = match &config.host_header {
@@ -157,15 +155,24 @@ impl Pool {
 
     /// Picks a healthy peer not in `tried`; `None` when there is none.
     pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<&PoolPeer> {
-        let accept = |b: &Backend, healthy: bool| {
-            healthy && b.as_inet().is_some_and(|a| !tried.contains(a))
-        };
+        let accept =
+            |b: &Backend, healthy: bool| healthy && b.as_inet().is_some_and(|a| !tried.contains(a));
         let backend = match &self.balancer {
             Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
             Balancer::Hash(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
         }?;
         let addr = backend.as_inet()?;
         self.peers.iter().find(|p| p.addr == *addr)
+    }
+
+    /// Whether some healthy peer is not in `tried`. Unlike `select`, this does not advance the
+    /// round-robin position, so asking does not skew the rotation.
+    pub fn has_untried_healthy(&self, tried: &[SocketAddr]) -> bool {
+        let backends = self.backends();
+        backends
+            .get_backend()
+            .iter()
+            .any(|b| backends.ready(b) && b.as_inet().is_some_and(|a| !tried.contains(a)))
     }
 
     /// Each peer's address and whether it is currently healthy.
@@ -271,9 +278,17 @@ struct HealthLogger {
 impl HealthObserve for HealthLogger {
     async fn observe(&self, target: &Backend, healthy: bool) {
         if healthy {
-            log::info!("upstream {:?}: peer {} is healthy again, restored", self.upstream, target.addr);
+            log::info!(
+                "upstream {:?}: peer {} is healthy again, restored",
+                self.upstream,
+                target.addr
+            );
         } else {
-            log::warn!("upstream {:?}: peer {} failed its health checks, ejected", self.upstream, target.addr);
+            log::warn!(
+                "upstream {:?}: peer {} failed its health checks, ejected",
+                self.upstream,
+                target.addr
+            );
         }
     }
 }

@@ -123,7 +123,11 @@ impl Router {
                         .or_default()
                         .insert(r, candidate),
                     Ok(HostPattern::Suffix(suffix)) => {
-                        match router.wildcard_hosts.iter_mut().find(|(s, _)| **s == *suffix) {
+                        match router
+                            .wildcard_hosts
+                            .iter_mut()
+                            .find(|(s, _)| **s == *suffix)
+                        {
                             Some((_, table)) => table.insert(r, candidate),
                             None => {
                                 let mut table = HostTable::default();

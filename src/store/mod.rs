@@ -1,0 +1,251 @@
+//! The shared-state backend: an in-process store (the default, single node) and Redis (many
+//! nodes). Both offer the same operations, so auth, rate limiting and caching do not care which
+//! one runs; every operation is bounded by the configured deadline.
+//!
+//! Keys follow `<prefix><kind>:{<hash-tag>}:<rest>`: the hash tag keeps all keys of one
+//! credential or counter in one Redis Cluster slot. Every write carries a TTL.
+
+mod memory;
+mod redis_store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tokio::sync::broadcast;
+
+use crate::config::{read_secret, StoreConfig};
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+/// Why a store operation failed. Never carries a secret or a value.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The operation did not finish within the deadline.
+    #[error("store operation timed out")]
+    Timeout,
+    /// No connection to the store.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered something unexpected.
+    #[error("store protocol error: {0}")]
+    Protocol(String),
+}
+
+impl StoreError {
+    /// The `kind` label of the error metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Timeout => "timeout",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// Why the store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSetupError {
+    /// The URL or credentials are unusable.
+    #[error("store: {0}")]
+    Config(String),
+    /// The password could not be read.
+    #[error("store password: {0}")]
+    Secret(#[from] crate::config::SecretError),
+}
+
+/// A message that makes every node drop something from its local caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Forget the entry under this cache key (`apikey:<hash>`, `jti:<id>`, …).
+    Key(String),
+    /// The subscription was (re)established: messages may have been missed, drop everything.
+    Reset,
+}
+
+impl Invalidation {
+    fn parse(payload: &str) -> Invalidation {
+        Invalidation::Key(payload.to_string())
+    }
+}
+
+/// The store the gateway runs on.
+pub enum Store {
+    /// In-process, for a single node.
+    Memory(MemoryStore),
+    /// Shared Redis.
+    Redis(RedisStore),
+}
+
+/// Operation latency and error metrics of the store.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    duration: HistogramVec,
+    errors: IntCounterVec,
+}
+
+impl StoreMetrics {
+    /// Creates the metrics and registers them.
+    ///
+    /// # Panics
+    /// If a metric of the same name is already registered (a wiring bug).
+    pub fn new(registry: &Registry) -> StoreMetrics {
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_store_operation_duration_seconds",
+                "Latency of store operations, by operation.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ]),
+            &["operation"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_store_errors_total",
+                "Failed store operations, by operation and kind.",
+            ),
+            &["operation", "kind"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("store metrics registered once");
+        registry
+            .register(Box::new(errors.clone()))
+            .expect("store metrics registered once");
+        StoreMetrics { duration, errors }
+    }
+
+    fn observe<T>(&self, op: &str, start: Instant, result: &Result<T, StoreError>) {
+        self.duration
+            .with_label_values(&[op])
+            .observe(start.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            self.errors.with_label_values(&[op, e.kind()]).inc();
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $op:literal, $s:ident => $call:expr) => {{
+        let start = Instant::now();
+        let result = match $self {
+            Store::Memory($s) => $call,
+            Store::Redis($s) => $call,
+        };
+        $self.metrics().observe($op, start, &result);
+        result
+    }};
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Builds the store from `[store]`; `None` gives the in-process store.
+    pub fn from_config(
+        config: Option<&StoreConfig>,
+        registry: &Registry,
+    ) -> Result<Arc<Store>, StoreSetupError> {
+        let metrics = StoreMetrics::new(registry);
+        let store = match config {
+            None => Store::Memory(MemoryStore::new("portcullis:", metrics)),
+            Some(c) => {
+                let password = read_secret(c.password_env.as_deref(), c.password_file.as_deref())?;
+                Store::Redis(RedisStore::connect(c, password, metrics)?)
+            }
+        };
+        Ok(Arc::new(store))
+    }
+
+    fn metrics(&self) -> &StoreMetrics {
+        match self {
+            Store::Memory(s) => &s.metrics,
+            Store::Redis(s) => &s.metrics,
+        }
+    }
+
+    /// "memory" or "redis".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    /// Builds a key: `<prefix><kind>:{<tag>}` plus `:<rest>` when `rest` is not empty.
+    pub fn key(&self, kind: &str, tag: &str, rest: &str) -> String {
+        let prefix = match self {
+            Store::Memory(s) => s.prefix(),
+            Store::Redis(s) => s.prefix(),
+        };
+        let mut k = String::with_capacity(prefix.len() + kind.len() + tag.len() + rest.len() + 4);
+        k.push_str(prefix);
+        k.push_str(kind);
+        k.push_str(":{");
+        k.push_str(tag);
+        k.push('}');
+        if !rest.is_empty() {
+            k.push(':');
+            k.push_str(rest);
+        }
+        k
+    }
+
+    /// Reads a value.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, "get", s => s.get(key).await)
+    }
+
+    /// Whether a key exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        dispatch!(self, "exists", s => s.exists(key).await)
+    }
+
+    /// Writes a value that expires after `ttl`.
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, "set", s => s.set(key, value, ttl).await)
+    }
+
+    /// Deletes a key; whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        dispatch!(self, "delete", s => s.delete(key).await)
+    }
+
+    /// Adds a member to a set and extends the set's TTL to at least `ttl`.
+    pub async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, "set_add", s => s.set_add(key, member, ttl).await)
+    }
+
+    /// Removes a member from a set.
+    pub async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        dispatch!(self, "set_remove", s => s.set_remove(key, member).await)
+    }
+
+    /// The members of a set.
+    pub async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, "set_members", s => s.set_members(key).await)
+    }
+
+    /// Tells every node (this one included) to drop `key` from its local caches.
+    pub async fn publish_invalidation(&self, key: &str) -> Result<(), StoreError> {
+        dispatch!(self, "publish", s => s.publish(key).await)
+    }
+
+    /// Receives invalidations published by any node.
+    pub fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
+        match self {
+            Store::Memory(s) => s.subscribe(),
+            Store::Redis(s) => s.subscribe(),
+        }
+    }
+
+    /// Whether the store answered its last health probe.
+    pub fn is_healthy(&self) -> bool {
+        match self {
+            Store::Memory(_) => true,
+            Store::Redis(s) => s.is_healthy(),
+        }
+    }
+}
