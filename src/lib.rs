@@ -2,6 +2,8 @@
 //!
 //! Modules, one per concern; dependencies point one way (proxy and admin use the others):
 //!
+//! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation.
+//! - [`cli_keys`]: the `keys` subcommands, talking to the configured store directly.
 //! - [`config`]: the TOML model, validation that reports every problem with its path, secrets
 //!   from environment variables or files.
 //! - [`runtime`]: a validated config compiled into the immutable form requests run against
@@ -17,6 +19,8 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
+pub mod cli_keys;
 pub mod config;
 pub mod observe;
 pub mod proxy;

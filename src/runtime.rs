@@ -14,10 +14,14 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::config::{self, Config, RetryOn, RouteConfig};
+use crate::auth::{
+    ApiKeySource, AuthShared, Authenticator, KeyHasher, KeyRecord, KeyStore, RouteAuth,
+};
+use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
 use crate::observe::{Metrics, Redactor};
 use crate::proxy::pool::Pool;
 use crate::proxy::router::Router;
+use crate::store::Store;
 
 /// A route, compiled: everything the hot path needs, pre-parsed.
 pub struct Route {
@@ -53,6 +57,17 @@ pub struct Route {
     pub request_duration: prometheus::Histogram,
     /// Upstream latency histogram of this route, resolved once.
     pub upstream_duration: prometheus::Histogram,
+    /// Authentication the route requires.
+    pub auth: RouteAuth,
+}
+
+/// Process-wide services that outlive any one config: metrics, store, auth cache.
+#[derive(Clone)]
+pub struct Services {
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Store, decision cache and auth metrics.
+    pub auth: Arc<AuthShared>,
 }
 
 /// The compiled config that requests run against.
@@ -73,6 +88,8 @@ pub struct Runtime {
     pub keepalive_secs: u64,
     /// What the access log may show.
     pub redactor: Redactor,
+    /// Authentication as configured.
+    pub auth: Authenticator,
 }
 
 /// Why a config could not become a runtime.
@@ -84,6 +101,12 @@ pub enum RuntimeError {
     /// A pool could not be built.
     #[error(transparent)]
     Pool(#[from] crate::proxy::pool::PoolError),
+    /// A secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] crate::config::SecretError),
+    /// A config-declared API key could not be stored.
+    #[error("auth.api_key.keys: {0}")]
+    StaticKey(String),
     /// A route names an upstream that does not exist (validation prevents this).
     #[error("route {route:?}: no upstream named {upstream:?}")]
     UnknownUpstream {
@@ -101,8 +124,9 @@ impl Runtime {
     pub fn compile(
         config: Config,
         previous: Option<&Runtime>,
-        metrics: &Metrics,
+        services: &Services,
     ) -> Result<Runtime, RuntimeError> {
+        let metrics = &services.metrics;
         let mut pools = HashMap::new();
         for u in &config.upstreams {
             let reused = previous
@@ -137,6 +161,7 @@ impl Runtime {
                 .ok()
                 .map_or(60, |d| d.0.as_secs_f64().ceil().max(1.0) as u64),
             redactor: Redactor::new(&config.log),
+            auth: compile_auth(&config, &services.auth)?,
             config,
         })
     }
@@ -173,6 +198,68 @@ pub fn summary(c: &Config) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// The API key store for a config's `[auth.api_key]`, if it has one.
+pub fn key_store(config: &Config, store: &Arc<Store>) -> Result<Option<KeyStore>, RuntimeError> {
+    let Some(k) = &config.auth.api_key else {
+        return Ok(None);
+    };
+    let secret = read_secret(k.hash_secret_env.as_deref(), k.hash_secret_file.as_deref())?;
+    let ttl = k
+        .key_ttl
+        .ok()
+        .map_or(Duration::from_secs(365 * 86400), |d| d.0);
+    Ok(Some(KeyStore::new(
+        store.clone(),
+        KeyHasher::new(secret.map(String::into_bytes)),
+        ttl,
+    )))
+}
+
+/// Builds the authenticator; config-declared keys are put into the (in-process) store.
+fn compile_auth(config: &Config, shared: &Arc<AuthShared>) -> Result<Authenticator, RuntimeError> {
+    let (Some(k), Some(keys)) = (&config.auth.api_key, key_store(config, &shared.store)?) else {
+        return Ok(Authenticator::new(shared.clone(), None));
+    };
+    let ttl = k
+        .key_ttl
+        .ok()
+        .map_or(Duration::from_secs(365 * 86400), |d| d.0);
+    for sk in &k.keys {
+        let Some(key) = read_secret(sk.key_env.as_deref(), sk.key_file.as_deref())? else {
+            return Err(RuntimeError::StaticKey(format!(
+                "key {:?} has no value",
+                sk.id
+            )));
+        };
+        let now = crate::auth::unix_now();
+        let record = KeyRecord {
+            id: sk.id.clone(),
+            consumer: sk.consumer.clone(),
+            plan: sk.plan.clone(),
+            scopes: sk.scopes.clone(),
+            labels: Default::default(),
+            created_at: now,
+            expires_at: now + ttl.as_secs(),
+        };
+        // The in-process store answers without waiting; validation keeps static keys off Redis.
+        match futures::FutureExt::now_or_never(keys.put(&record, &key, ttl)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(RuntimeError::StaticKey(e.to_string())),
+            None => {
+                return Err(RuntimeError::StaticKey(
+                    "the store did not answer at once".into(),
+                ))
+            }
+        }
+    }
+    let source = ApiKeySource {
+        header: HeaderName::from_bytes(k.header.as_bytes())
+            .map_err(|e| RuntimeError::StaticKey(format!("header: {e}")))?,
+        query_param: k.query_param.clone(),
+    };
+    Ok(Authenticator::new(shared.clone(), Some((source, keys))))
 }
 
 fn compile_route(
@@ -221,6 +308,12 @@ fn compile_route(
         retry_upstream_error: r.retry_on.contains(&RetryOn::UpstreamError),
         request_duration: metrics.request_duration.with_label_values(&[&r.name]),
         upstream_duration: metrics.upstream_duration.with_label_values(&[&r.name]),
+        auth: RouteAuth {
+            methods: r.auth.clone(),
+            required_scopes: r.required_scopes.clone(),
+            forward_credentials: r.forward_credentials,
+            on_store_error: r.auth_on_store_error,
+        },
     })
 }
 
@@ -228,6 +321,7 @@ fn compile_route(
 pub struct RuntimeHandle {
     current: ArcSwap<Runtime>,
     path: PathBuf,
+    services: Services,
     metrics: Arc<Metrics>,
     /// Serializes reloads so two at once cannot interleave.
     reload_lock: std::sync::Mutex<()>,
@@ -243,14 +337,18 @@ pub struct Reloaded {
 }
 
 impl RuntimeHandle {
-    /// Loads the file at `path` and compiles the first runtime.
-    pub fn load(path: &Path, metrics: Arc<Metrics>) -> Result<RuntimeHandle, RuntimeError> {
-        let config = config::load(path)?;
-        let runtime = Runtime::compile(config, None, &metrics)?;
+    /// Compiles the first runtime from `config`, loaded from `path` (which reloads re-read).
+    pub fn new(
+        path: &Path,
+        config: Config,
+        services: Services,
+    ) -> Result<RuntimeHandle, RuntimeError> {
+        let runtime = Runtime::compile(config, None, &services)?;
         Ok(RuntimeHandle {
             current: ArcSwap::from_pointee(runtime),
             path: path.to_path_buf(),
-            metrics,
+            metrics: services.metrics.clone(),
+            services,
             reload_lock: std::sync::Mutex::new(()),
         })
     }
@@ -263,6 +361,11 @@ impl RuntimeHandle {
     /// The config file this handle reloads from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The process-wide services.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// Re-reads the file and swaps in the new runtime; on any error the old one stays.
@@ -298,7 +401,11 @@ impl RuntimeHandle {
         let old = self.current.load_full();
         let needs_restart = restart_only_changes(&old.config, &config);
         keep_restart_only(&old.config, &mut config);
-        let runtime = Runtime::compile(config, Some(&old), &self.metrics)?;
+        let runtime = Runtime::compile(config, Some(&old), &self.services)?;
+        if runtime.config.auth != old.config.auth {
+            // Keys may hash differently now; nothing cached under the old settings holds.
+            self.services.auth.cache.clear();
+        }
         let summary = runtime.summary();
         self.current.store(Arc::new(runtime));
         Ok(Reloaded {

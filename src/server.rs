@@ -11,11 +11,14 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::auth::{AuthMetrics, AuthShared, CacheMetrics, DecisionCache};
 use crate::config::read_secret;
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::pool::run_health_checks;
 use crate::proxy::Gateway;
-use crate::runtime::RuntimeHandle;
+use crate::runtime::{RuntimeHandle, Services};
+use crate::store::Store;
+use std::time::Duration;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,9 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The store could not be set up.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreSetupError),
     /// The TLS listener could not be set up.
     #[error("tls listener: {0}")]
     Tls(String),
@@ -41,8 +47,10 @@ pub enum StartError {
 
 /// Builds the server for a config file; call `run_forever` on the result.
 pub fn build(config_path: &Path) -> Result<Server, StartError> {
-    let metrics = Arc::new(Metrics::new());
-    let runtime = Arc::new(RuntimeHandle::load(config_path, metrics.clone())?);
+    let config = crate::config::load(config_path).map_err(crate::runtime::RuntimeError::from)?;
+    let services = services(&config)?;
+    let metrics = services.metrics.clone();
+    let runtime = Arc::new(RuntimeHandle::new(config_path, config, services)?);
     let rt = runtime.current();
     let config = &rt.config;
 
@@ -111,6 +119,26 @@ pub fn build(config_path: &Path) -> Result<Server, StartError> {
     Ok(server)
 }
 
+/// Creates the process-wide services a config needs: metrics, the store and the auth cache.
+pub fn services(config: &crate::config::Config) -> Result<Services, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::from_config(config.store.as_ref(), metrics.registry())?;
+    let c = &config.auth.cache;
+    let cache = DecisionCache::new(
+        c.capacity as u64,
+        c.ttl.ok().map_or(Duration::from_secs(300), |d| d.0),
+        c.negative_capacity as u64,
+        c.negative_ttl.ok().map_or(Duration::from_secs(5), |d| d.0),
+        CacheMetrics::new(metrics.registry()),
+    );
+    let auth = Arc::new(AuthShared {
+        store,
+        cache,
+        metrics: AuthMetrics::new(metrics.registry()),
+    });
+    Ok(Services { metrics, auth })
+}
+
 /// Runs health checks for the current pools and reloads the config on SIGHUP.
 struct Background {
     runtime: Arc<RuntimeHandle>,
@@ -121,6 +149,8 @@ impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let runtime = self.runtime.clone();
         let checks = tokio::spawn(async move { run_health_checks(|| runtime.pools()).await });
+        let invalidations =
+            tokio::spawn(self.runtime.services().auth.clone().follow_invalidations());
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -139,5 +169,6 @@ impl BackgroundService for Background {
             }
         }
         checks.abort();
+        invalidations.abort();
     }
 }

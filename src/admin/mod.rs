@@ -11,6 +11,8 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::auth::api_key::KeyError;
+use crate::auth::{KeyStore, NewKey};
 use crate::observe::Metrics;
 use crate::runtime::RuntimeHandle;
 
@@ -70,6 +72,179 @@ impl AdminApp {
     }
 }
 
+/// Endpoints that change state or reveal consumers need the admin token.
+fn needs_token(path: &str) -> bool {
+    matches!(path, "/reload" | "/keys" | "/revocations") || path.starts_with("/keys/")
+}
+
+/// Largest admin request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Reads and parses a JSON body, or gives the 4xx response to send.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    session: &mut ServerSession,
+) -> Result<T, Response<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "admin bodies are at most 64 KiB",
+                    ));
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "could not read the request body",
+                ))
+            }
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &format!("the body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// `POST /revocations` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revocation {
+    /// Token id to revoke.
+    jti: String,
+    /// Unix seconds when the token expires; the revocation is kept until then.
+    exp: u64,
+}
+
+impl AdminApp {
+    fn readiness(&self) -> Response<Vec<u8>> {
+        let rt = self.runtime.current();
+        let store = &self.runtime.services().auth.store;
+        json(
+            StatusCode::OK,
+            serde_json::json!({
+                "status": "ready",
+                "config": rt.summary(),
+                "store": {
+                    "kind": store.kind(),
+                    "state": if store.is_healthy() { "ok" } else { "unreachable" },
+                },
+            }),
+        )
+    }
+
+    fn keys(&self) -> Result<KeyStore, Response<Vec<u8>>> {
+        match self.runtime.current().auth.keys() {
+            Some(k) => Ok(k.clone()),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                "api_keys_disabled",
+                "API keys are not configured ([auth.api_key])",
+            )),
+        }
+    }
+
+    async fn create_key(&self, new: NewKey) -> Response<Vec<u8>> {
+        let keys = match self.keys() {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        match keys.create(new).await {
+            Ok((record, secret)) => json(
+                StatusCode::CREATED,
+                serde_json::json!({"key": secret, "record": record}),
+            ),
+            Err(e) => key_error(e),
+        }
+    }
+
+    async fn list_keys(&self, query: &str) -> Response<Vec<u8>> {
+        let keys = match self.keys() {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        let Some(consumer) = crate::auth::query_value(query, "consumer") else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "consumer_required",
+                "give ?consumer=<id>",
+            );
+        };
+        match keys.list(consumer).await {
+            Ok(records) => json(StatusCode::OK, serde_json::json!({"keys": records})),
+            Err(e) => key_error(e),
+        }
+    }
+
+    async fn revoke_key(&self, id: &str) -> Response<Vec<u8>> {
+        let keys = match self.keys() {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        match keys.revoke(id).await {
+            Ok(true) => json(StatusCode::OK, serde_json::json!({"revoked": id})),
+            Ok(false) => error(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                "no key with this id",
+            ),
+            Err(e) => key_error(e),
+        }
+    }
+
+    async fn revoke_token(&self, r: Revocation) -> Response<Vec<u8>> {
+        let valid = !r.jti.is_empty()
+            && r.jti.len() <= 256
+            && r.jti
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+        if !valid {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_jti",
+                "jti must be 1-256 printable characters without braces",
+            );
+        }
+        match self.runtime.services().auth.revoke_jti(&r.jti, r.exp).await {
+            Ok(()) => json(
+                StatusCode::CREATED,
+                serde_json::json!({"revoked": r.jti, "until": r.exp}),
+            ),
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &e.to_string(),
+            ),
+        }
+    }
+}
+
+fn key_error(e: KeyError) -> Response<Vec<u8>> {
+    match e {
+        KeyError::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_request", &m),
+        KeyError::Store(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            &e.to_string(),
+        ),
+        KeyError::Random => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "no randomness available",
+        ),
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -105,15 +280,16 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if needs_token(&path) && !self.authorized(session) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs Authorization: Bearer <admin token>",
+            );
+        }
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
-            ("GET", "/readyz") => {
-                let rt = self.runtime.current();
-                json(
-                    StatusCode::OK,
-                    serde_json::json!({"status": "ready", "config": rt.summary()}),
-                )
-            }
+            ("GET", "/readyz") => self.readiness(),
             ("GET", "/metrics") => {
                 self.runtime.export_peer_health();
                 build(
@@ -122,21 +298,27 @@ impl ServeHttp for AdminApp {
                     self.metrics.render(),
                 )
             }
-            ("POST", "/reload") => {
-                if !self.authorized(session) {
-                    return error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "this endpoint needs Authorization: Bearer <admin token>",
-                    );
-                }
-                self.reload()
+            ("POST", "/reload") => self.reload(),
+            ("POST", "/keys") => match read_json::<NewKey>(session).await {
+                Ok(new) => self.create_key(new).await,
+                Err(resp) => resp,
+            },
+            ("GET", "/keys") => {
+                let query = session.req_header().uri.query().unwrap_or("").to_string();
+                self.list_keys(&query).await
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/reload") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "wrong method for this endpoint",
-            ),
+            ("DELETE", p) if p.starts_with("/keys/") => self.revoke_key(&p["/keys/".len()..]).await,
+            ("POST", "/revocations") => match read_json::<Revocation>(session).await {
+                Ok(r) => self.revoke_token(r).await,
+                Err(resp) => resp,
+            },
+            (_, "/healthz" | "/readyz" | "/metrics" | "/reload" | "/keys" | "/revocations") => {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "wrong method for this endpoint",
+                )
+            }
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }

@@ -105,6 +105,11 @@ pub fn validate(config: &Config) -> Vec<Issue> {
     v.log(&config.log);
     let upstreams = v.upstreams(&config.upstreams);
     v.routes(&config.routes, &upstreams);
+    if let Some(store) = &config.store {
+        v.store(store);
+    }
+    v.auth(&config.auth, config.store.is_some());
+    v.route_auth(&config.routes, &config.auth);
     v.issues
 }
 
@@ -227,6 +232,167 @@ impl Validator {
                         format!("{name:?} is not a valid header name"),
                     );
                 }
+            }
+        }
+    }
+
+    fn store(&mut self, s: &StoreConfig) {
+        let url = s.url.trim();
+        match url.split_once("://") {
+            Some(("redis" | "rediss", rest)) => {
+                let authority = rest.split('/').next().unwrap_or("");
+                if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                    if userinfo.contains(':') {
+                        self.push(
+                            "store.url",
+                            "must not contain a password; use password_env or password_file",
+                        );
+                    }
+                }
+            }
+            _ => self.push(
+                "store.url",
+                format!("{url:?} is not a redis:// or rediss:// URL"),
+            ),
+        }
+        if s.password_env.is_some() && s.password_file.is_some() {
+            self.push("store", "give password_env or password_file, not both");
+        }
+        if let Some(var) = &s.password_env {
+            match read_secret(Some(var), None) {
+                Ok(Some(_)) => {}
+                Ok(None) => self.push(
+                    "store.password_env",
+                    format!("environment variable {var} is not set"),
+                ),
+                Err(e) => self.push("store.password_env", e.to_string()),
+            }
+        }
+        if let Some(file) = &s.password_file {
+            if let Err(e) = read_secret(None, Some(file)) {
+                self.push("store.password_file", e.to_string());
+            }
+        }
+        if s.prefix.is_empty() || s.prefix.contains(['{', '}', ' ']) {
+            self.push(
+                "store.prefix",
+                "must be non-empty, without braces or spaces",
+            );
+        }
+        self.positive_duration("store.operation_timeout".into(), &s.operation_timeout);
+        self.positive_duration("store.connect_timeout".into(), &s.connect_timeout);
+    }
+
+    fn auth(&mut self, a: &AuthConfig, has_store: bool) {
+        if let Some(k) = &a.api_key {
+            if http::HeaderName::from_bytes(k.header.as_bytes()).is_err() {
+                self.push(
+                    "auth.api_key.header",
+                    format!("{:?} is not a valid header name", k.header),
+                );
+            }
+            if k.query_param
+                .as_deref()
+                .is_some_and(|q| q.is_empty() || q.contains(['&', '=', '#']))
+            {
+                self.push("auth.api_key.query_param", "must be a plain parameter name");
+            }
+            if k.hash_secret_env.is_some() && k.hash_secret_file.is_some() {
+                self.push(
+                    "auth.api_key",
+                    "give hash_secret_env or hash_secret_file, not both",
+                );
+            }
+            self.secret_ref(
+                "auth.api_key.hash_secret",
+                k.hash_secret_env.as_deref(),
+                k.hash_secret_file.as_deref(),
+            );
+            self.positive_duration("auth.api_key.key_ttl".into(), &k.key_ttl);
+            if has_store && !k.keys.is_empty() {
+                self.push(
+                    "auth.api_key.keys",
+                    "keys are declared in the config only with the in-process store; with [store] create them with the admin API or `portcullis keys create`",
+                );
+            }
+            let mut ids = HashSet::new();
+            for (i, sk) in k.keys.iter().enumerate() {
+                let at = format!("auth.api_key.keys[{i}]");
+                if !crate::auth::api_key::valid_key_id(&sk.id) {
+                    self.push(
+                        format!("{at}.id"),
+                        "must be 1-64 characters of A-Z a-z 0-9 _ -",
+                    );
+                } else if !ids.insert(sk.id.clone()) {
+                    self.push(
+                        format!("{at}.id"),
+                        format!("key id {:?} is used twice", sk.id),
+                    );
+                }
+                if sk.consumer.is_empty() {
+                    self.push(format!("{at}.consumer"), "must not be empty");
+                }
+                if sk.key_env.is_some() == sk.key_file.is_some() {
+                    self.push(format!("{at}"), "give exactly one of key_env or key_file");
+                } else {
+                    self.secret_ref(
+                        &format!("{at}.key"),
+                        sk.key_env.as_deref(),
+                        sk.key_file.as_deref(),
+                    );
+                }
+            }
+        }
+        let c = &a.cache;
+        if c.capacity == 0 || c.negative_capacity == 0 {
+            self.push(
+                "auth.cache",
+                "capacity and negative_capacity must be greater than zero",
+            );
+        }
+        self.positive_duration("auth.cache.ttl".into(), &c.ttl);
+        self.positive_duration("auth.cache.negative_ttl".into(), &c.negative_ttl);
+    }
+
+    /// Checks a secret given by `<field>_env` / `<field>_file`: a named variable must be set.
+    fn secret_ref(&mut self, field: &str, env: Option<&str>, file: Option<&str>) {
+        match read_secret(env, file) {
+            Ok(Some(_)) | Ok(None) if env.is_none() => {}
+            Ok(Some(_)) => {}
+            Ok(None) => self.push(
+                format!("{field}_env"),
+                format!("environment variable {} is not set", env.unwrap_or("")),
+            ),
+            Err(e) => {
+                let which = if file.is_some() && env.is_none() {
+                    "_file"
+                } else {
+                    "_env"
+                };
+                self.push(format!("{field}{which}"), e.to_string());
+            }
+        }
+    }
+
+    fn route_auth(&mut self, routes: &[RouteConfig], auth: &AuthConfig) {
+        for (i, r) in routes.iter().enumerate() {
+            for (j, m) in r.auth.iter().enumerate() {
+                let missing = match m {
+                    AuthMethod::ApiKey => auth.api_key.is_none().then_some("[auth.api_key]"),
+                    AuthMethod::Jwt => auth.jwt.is_none().then_some("[auth.jwt]"),
+                };
+                if let Some(section) = missing {
+                    self.push(
+                        format!("routes[{i}].auth[{j}]"),
+                        format!("needs a {section} section"),
+                    );
+                }
+            }
+            if r.auth.is_empty() && !r.required_scopes.is_empty() {
+                self.push(
+                    format!("routes[{i}].required_scopes"),
+                    "scopes need `auth` on the route",
+                );
             }
         }
     }

@@ -85,6 +85,9 @@ pub struct ApiKeyConfig {
     pub hash_secret_env: Option<String>,
     /// File with the server secret (instead of `hash_secret_env`).
     pub hash_secret_file: Option<String>,
+    /// Lifetime of keys created without an explicit one (every stored key expires).
+    #[serde(default = "default_key_ttl")]
+    pub key_ttl: Lenient<Dur>,
     /// Keys declared in the config (in-process store only); the key itself comes from env/file.
     #[serde(default)]
     pub keys: Vec<StaticKeyConfig>,
@@ -509,6 +512,9 @@ fn default_op_timeout() -> Lenient<Dur> {
 }
 fn default_api_key_header() -> String {
     "x-api-key".to_string()
+}
+fn default_key_ttl() -> Lenient<Dur> {
+    Lenient::new("365d")
 }
 fn default_leeway() -> Lenient<Dur> {
     Lenient::new("60s")

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
 use super::router::MethodSet;
+use crate::auth::AuthFailure;
 use crate::observe::RequestId;
 
 /// A response the gateway produces instead of (or after failing to get) an upstream response.
@@ -26,6 +27,8 @@ pub enum GatewayError {
     UpstreamTimeout,
     /// A bug or resource problem inside the gateway.
     Internal,
+    /// Authentication failed; the challenge goes into `WWW-Authenticate`.
+    Auth(AuthFailure, Option<&'static str>),
 }
 
 impl GatewayError {
@@ -39,6 +42,7 @@ impl GatewayError {
             GatewayError::NoHealthyUpstream | GatewayError::BadGateway => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
+            GatewayError::Auth(f, _) => f.status(),
         }
     }
 
@@ -53,6 +57,7 @@ impl GatewayError {
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Internal => "internal_error",
+            GatewayError::Auth(f, _) => f.code(),
         }
     }
 
@@ -67,6 +72,7 @@ impl GatewayError {
             GatewayError::BadGateway => "the upstream peer failed to answer",
             GatewayError::UpstreamTimeout => "the upstream peer did not answer in time",
             GatewayError::Internal => "the gateway failed to handle the request",
+            GatewayError::Auth(f, _) => f.message(),
         }
     }
 
@@ -108,8 +114,17 @@ impl GatewayError {
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
         resp.insert_header("x-request-id", request_id.as_str())?;
-        if let GatewayError::MethodNotAllowed(set) = self {
-            resp.insert_header(http::header::ALLOW, set.allow_header())?;
+        match self {
+            GatewayError::MethodNotAllowed(set) => {
+                resp.insert_header(http::header::ALLOW, set.allow_header())?;
+            }
+            GatewayError::Auth(_, Some(challenge)) => {
+                resp.insert_header(http::header::WWW_AUTHENTICATE, *challenge)?;
+            }
+            GatewayError::Auth(AuthFailure::StoreUnavailable, _) => {
+                resp.insert_header(http::header::RETRY_AFTER, "1")?;
+            }
+            _ => {}
         }
         Ok(resp)
     }

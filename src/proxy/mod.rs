@@ -17,7 +17,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use crate::config::HashKey;
+use crate::auth::{consumer_header, query_value, query_without, Principal};
+use crate::config::{AuthMethod, HashKey};
 use crate::observe::{
     accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, RequestId,
 };
@@ -50,6 +51,8 @@ pub struct RequestCtx {
     upstream_duration: Option<Duration>,
     /// The status of a response the gateway wrote itself.
     error_status: Option<u16>,
+    /// Who the request is from, once authenticated.
+    principal: Option<Arc<Principal>>,
 }
 
 impl Gateway {
@@ -124,6 +127,88 @@ async fn respond_error(
     session.write_response_body(Some(body), true).await
 }
 
+/// Runs the route's authentication and stores the principal in the context.
+async fn authenticate(
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(), GatewayError> {
+    let (Some(rt), Some(i)) = (&ctx.runtime, ctx.route) else {
+        return Ok(());
+    };
+    let Some(route) = rt.routes.get(i) else {
+        return Ok(());
+    };
+    if route.auth.methods.is_empty() {
+        return Ok(());
+    }
+    match rt
+        .auth
+        .authenticate(session.req_header(), &route.name, &route.auth)
+        .await
+    {
+        Ok(principal) => {
+            ctx.principal = principal;
+            Ok(())
+        }
+        Err(failure) => {
+            let challenge = failure.challenge(&route.auth.methods);
+            Err(GatewayError::Auth(failure, challenge))
+        }
+    }
+}
+
+/// Sets identity headers and, unless the route forwards them, strips credentials.
+fn apply_identity(
+    upstream: &mut RequestHeader,
+    rt: &Runtime,
+    route: &Route,
+    principal: Option<&Principal>,
+) -> Result<()> {
+    // Never trust identity headers a client sends itself.
+    upstream.remove_header(X_CONSUMER_ID);
+    if let Some(p) = principal {
+        for (name, _) in &p.headers {
+            upstream.remove_header(name);
+        }
+        if let Some(v) = consumer_header(p) {
+            upstream.insert_header(X_CONSUMER_ID, v)?;
+        }
+        for (name, value) in &p.headers {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    if route.auth.methods.is_empty() || route.auth.forward_credentials {
+        return Ok(());
+    }
+    if route.auth.methods.contains(&AuthMethod::Jwt) {
+        upstream.remove_header(&http::header::AUTHORIZATION);
+    }
+    if let Some(source) = rt.auth.api_key_source() {
+        upstream.remove_header(&source.header);
+        if let (Some(param), Some(query)) = (&source.query_param, upstream.uri.query()) {
+            if query_value(query, param).is_some() {
+                let path = upstream.uri.path();
+                let uri = match query_without(query, param) {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_string(),
+                };
+                match uri.parse::<http::Uri>() {
+                    Ok(uri) => upstream.set_uri(uri),
+                    Err(_) => {
+                        return Error::e_explain(
+                            ErrorType::InvalidHTTPHeader,
+                            "uri after stripping the key",
+                        )
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+const X_CONSUMER_ID: &str = "x-consumer-id";
+
 fn hash_key_bytes<'a>(key: &HashKey, session: &'a Session, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
     let req = session.req_header();
     match key {
@@ -160,6 +245,7 @@ impl ProxyHttp for Gateway {
             upstream_start: None,
             upstream_duration: None,
             error_status: None,
+            principal: None,
         }
     }
 
@@ -199,6 +285,10 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if let Some(err) = ctx.reject.take() {
+            respond_error(session, &err, ctx).await?;
+            return Ok(true);
+        }
+        if let Err(err) = authenticate(session, ctx).await {
             respond_error(session, &err, ctx).await?;
             return Ok(true);
         }
@@ -294,6 +384,7 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        apply_identity(upstream, &rt, route, ctx.principal.as_deref())?;
         for name in &route.request_remove {
             upstream.remove_header(name);
         }

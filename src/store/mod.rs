@@ -241,6 +241,14 @@ impl Store {
         }
     }
 
+    /// Waits up to `deadline` until the store answers (always at once in process).
+    pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(s) => s.ping(deadline).await,
+        }
+    }
+
     /// Whether the store answered its last health probe.
     pub fn is_healthy(&self) -> bool {
         match self {

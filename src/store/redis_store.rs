@@ -105,6 +105,20 @@ impl RedisStore {
         })
     }
 
+    /// Waits up to `deadline` for Redis to answer PING (connecting first if needed).
+    pub(super) async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(
+            deadline,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(r) => r.map(|_| ()).map_err(map_error),
+        }
+    }
+
     pub(super) fn prefix(&self) -> &str {
         &self.prefix
     }

@@ -1,0 +1,378 @@
+//! API keys: generated with 256 random bits, shown once, stored only as a hash.
+//!
+//! Store layout (every key has a TTL equal to the API key's remaining life):
+//! - `<prefix>apikey:{<hash>}` → the [`KeyRecord`] as JSON, looked up per request on a miss;
+//! - `<prefix>apikey-id:{<id>}` → `<hash>`, to revoke by id;
+//! - `<prefix>consumer-keys:{<consumer>}` → set of ids, to list a consumer's keys.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::principal::{unix_now, Credential, Principal};
+use crate::store::{Store, StoreError};
+
+/// The prefix every generated key starts with, so leaked keys are easy to recognise and scan for.
+pub const KEY_PREFIX: &str = "pc_";
+
+/// What is stored about a key. Never contains the key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    /// Public id, used to list and revoke.
+    pub id: String,
+    /// The consumer the key belongs to.
+    pub consumer: String,
+    /// Plan name.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Granted scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+impl KeyRecord {
+    /// The principal this key authenticates.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            consumer: self.consumer.clone(),
+            plan: self.plan.clone(),
+            scopes: self.scopes.clone(),
+            credential: Credential::ApiKey {
+                id: self.id.clone(),
+            },
+            expires_at: Some(self.expires_at),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A request to create a key.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// Consumer id (1–128 chars of `[A-Za-z0-9._:@-]`).
+    pub consumer: String,
+    /// Plan name.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Lifetime like "30d"; the configured default when absent.
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+/// Why a key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The system random source failed.
+    #[error("no randomness available")]
+    Random,
+}
+
+/// Hashes keys: HMAC-SHA256 under a server secret, or SHA-256 without one.
+#[derive(Clone)]
+pub struct KeyHasher {
+    secret: Option<Vec<u8>>,
+}
+
+impl KeyHasher {
+    /// A hasher with an optional server secret.
+    pub fn new(secret: Option<Vec<u8>>) -> KeyHasher {
+        KeyHasher { secret }
+    }
+
+    /// The 32-byte hash of a key.
+    pub fn hash(&self, key: &str) -> [u8; 32] {
+        match &self.secret {
+            Some(secret) => match Hmac::<Sha256>::new_from_slice(secret) {
+                Ok(mut mac) => {
+                    mac.update(key.as_bytes());
+                    mac.finalize().into_bytes().into()
+                }
+                // HMAC takes keys of any length; this arm cannot be reached.
+                Err(_) => Sha256::digest(key.as_bytes()).into(),
+            },
+            None => Sha256::digest(key.as_bytes()).into(),
+        }
+    }
+}
+
+/// API keys in the store.
+#[derive(Clone)]
+pub struct KeyStore {
+    store: Arc<Store>,
+    hasher: KeyHasher,
+    default_ttl: Duration,
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], KeyError> {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf).map_err(|_| KeyError::Random)?;
+    Ok(buf)
+}
+
+fn valid_consumer(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= 128
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
+}
+
+/// Whether text can be a key id (generated ids are 16 hex characters; config-declared ones
+/// are 1-64 characters of `[A-Za-z0-9_-]`).
+pub fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl KeyStore {
+    /// Keys in `store`, hashed by `hasher`, living `default_ttl` unless told otherwise.
+    pub fn new(store: Arc<Store>, hasher: KeyHasher, default_ttl: Duration) -> KeyStore {
+        KeyStore {
+            store,
+            hasher,
+            default_ttl,
+        }
+    }
+
+    /// The hasher (the proxy hashes presented keys with it).
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.hasher
+    }
+
+    fn record_key(&self, hash_hex: &str) -> String {
+        self.store.key("apikey", hash_hex, "")
+    }
+
+    fn id_key(&self, id: &str) -> String {
+        self.store.key("apikey-id", id, "")
+    }
+
+    fn consumer_key(&self, consumer: &str) -> String {
+        self.store.key("consumer-keys", consumer, "")
+    }
+
+    /// Creates a key; returns its record and the key itself (shown to the caller once).
+    pub async fn create(&self, new: NewKey) -> Result<(KeyRecord, String), KeyError> {
+        if !valid_consumer(&new.consumer) {
+            return Err(KeyError::Invalid(
+                "consumer must be 1-128 characters of A-Z a-z 0-9 . _ : @ -".into(),
+            ));
+        }
+        let ttl = match &new.ttl {
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|e| KeyError::Invalid(format!("ttl {t:?}: {e}")))?,
+            None => self.default_ttl,
+        };
+        if ttl < Duration::from_secs(1) {
+            return Err(KeyError::Invalid("ttl must be at least 1s".into()));
+        }
+        let secret = format!(
+            "{KEY_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)
+        );
+        let now = unix_now();
+        let record = KeyRecord {
+            id: hex::encode(random_bytes::<8>()?),
+            consumer: new.consumer,
+            plan: new.plan,
+            scopes: new.scopes,
+            labels: new.labels,
+            created_at: now,
+            expires_at: now + ttl.as_secs(),
+        };
+        self.put(&record, &secret, ttl).await?;
+        Ok((record, secret))
+    }
+
+    /// Stores a record for a known key (config-declared keys, and `create`).
+    pub async fn put(
+        &self,
+        record: &KeyRecord,
+        secret: &str,
+        ttl: Duration,
+    ) -> Result<(), KeyError> {
+        let hash_hex = hex::encode(self.hasher.hash(secret));
+        let json = serde_json::to_vec(record).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        self.store
+            .set(&self.record_key(&hash_hex), &json, ttl)
+            .await?;
+        self.store
+            .set(&self.id_key(&record.id), hash_hex.as_bytes(), ttl)
+            .await?;
+        self.store
+            .set_add(&self.consumer_key(&record.consumer), &record.id, ttl)
+            .await?;
+        // A node may remember this hash as unknown; make it forget.
+        self.store
+            .publish_invalidation(&format!("apikey:{hash_hex}"))
+            .await?;
+        Ok(())
+    }
+
+    /// Looks up a key by its hash; `None` when unknown. The caller checks `expires_at`: the
+    /// store's TTL removes a key at expiry, but a record read just before is still returned.
+    pub async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, StoreError> {
+        let Some(raw) = self.store.get(&self.record_key(&hex::encode(hash))).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|_| StoreError::Protocol("unreadable key record".into()))
+    }
+
+    /// The live keys of a consumer.
+    pub async fn list(&self, consumer: &str) -> Result<Vec<KeyRecord>, KeyError> {
+        if !valid_consumer(consumer) {
+            return Err(KeyError::Invalid("invalid consumer".into()));
+        }
+        let mut out = Vec::new();
+        for id in self.store.set_members(&self.consumer_key(consumer)).await? {
+            if let Some(record) = self.by_id(&id).await? {
+                out.push(record);
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    async fn by_id(&self, id: &str) -> Result<Option<KeyRecord>, KeyError> {
+        if !valid_key_id(id) {
+            return Ok(None);
+        }
+        let Some(hash_hex) = self.store.get(&self.id_key(id)).await? else {
+            return Ok(None);
+        };
+        let hash_hex = String::from_utf8_lossy(&hash_hex).to_string();
+        let Some(raw) = self.store.get(&self.record_key(&hash_hex)).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&raw).ok())
+    }
+
+    /// Revokes a key by id and tells every node; whether it existed.
+    pub async fn revoke(&self, id: &str) -> Result<bool, KeyError> {
+        if !valid_key_id(id) {
+            return Ok(false);
+        }
+        let Some(hash_hex) = self.store.get(&self.id_key(id)).await? else {
+            return Ok(false);
+        };
+        let hash_hex = String::from_utf8_lossy(&hash_hex).to_string();
+        let record_key = self.record_key(&hash_hex);
+        if let Some(raw) = self.store.get(&record_key).await? {
+            if let Ok(record) = serde_json::from_slice::<KeyRecord>(&raw) {
+                self.store
+                    .set_remove(&self.consumer_key(&record.consumer), id)
+                    .await?;
+            }
+        }
+        self.store.delete(&record_key).await?;
+        self.store.delete(&self.id_key(id)).await?;
+        self.store
+            .publish_invalidation(&format!("apikey:{hash_hex}"))
+            .await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> KeyStore {
+        let store = Store::from_config(None, &prometheus::Registry::new()).expect("memory store");
+        KeyStore::new(store, KeyHasher::new(None), Duration::from_secs(3600))
+    }
+
+    #[tokio::test]
+    async fn created_key_is_found_by_hash_listed_without_secret_and_revoked() {
+        let ks = keys();
+        let (record, secret) = ks
+            .create(NewKey {
+                consumer: "alice".into(),
+                plan: Some("gold".into()),
+                ..NewKey::default()
+            })
+            .await
+            .expect("create");
+        assert!(
+            secret.starts_with(KEY_PREFIX) && secret.len() >= 3 + 43,
+            "{secret}"
+        );
+        let found = ks.lookup(&ks.hasher().hash(&secret)).await.expect("lookup");
+        assert_eq!(
+            found.as_ref().map(|r| r.id.as_str()),
+            Some(record.id.as_str())
+        );
+        let listed = ks.list("alice").await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert!(!serde_json::to_string(&listed)
+            .expect("json")
+            .contains(&secret));
+        assert!(ks.revoke(&record.id).await.expect("revoke"));
+        assert!(ks
+            .lookup(&ks.hasher().hash(&secret))
+            .await
+            .expect("lookup")
+            .is_none());
+        assert!(!ks.revoke(&record.id).await.expect("revoke again"));
+    }
+
+    #[test]
+    fn hmac_and_plain_hashes_differ_and_are_stable() {
+        let plain = KeyHasher::new(None);
+        let keyed = KeyHasher::new(Some(b"pepper".to_vec()));
+        assert_eq!(plain.hash("k"), plain.hash("k"));
+        assert_ne!(plain.hash("k"), keyed.hash("k"));
+    }
+
+    #[tokio::test]
+    async fn invalid_consumers_and_ttls_are_refused() {
+        let ks = keys();
+        for (consumer, ttl) in [
+            ("", None),
+            ("a b", None),
+            ("ok", Some("soon")),
+            ("ok", Some("0s")),
+        ] {
+            let r = ks
+                .create(NewKey {
+                    consumer: consumer.into(),
+                    ttl: ttl.map(String::from),
+                    ..NewKey::default()
+                })
+                .await;
+            assert!(
+                matches!(r, Err(KeyError::Invalid(_))),
+                "{consumer:?} {ttl:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The local tier of the decision cache: credential hash → principal, in process, so a hot
+//! credential costs no store round trip. Entries never outlive their credential; unknown
+//! credentials live in a separate, smaller cache so a flood of random keys cannot evict good
+//! ones. Invalidations from any node (revocations, deletions) remove entries here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use moka::Expiry;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use super::principal::{unix_now, Principal};
+use crate::store::Invalidation;
+
+/// A cached principal and how long it may stay.
+#[derive(Clone)]
+struct Entry {
+    principal: Arc<Principal>,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<[u8; 32], Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Entry,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Local-tier hit and miss counters.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    hits: IntCounter,
+    misses: IntCounter,
+}
+
+impl CacheMetrics {
+    /// Registers `portcullis_auth_cache_lookups_total{tier="local",result}`.
+    ///
+    /// # Panics
+    /// If registered twice (a wiring bug).
+    pub fn new(registry: &Registry) -> CacheMetrics {
+        let lookups = IntCounterVec::new(
+            Opts::new(
+                "portcullis_auth_cache_lookups_total",
+                "Decision-cache lookups by tier and result; hit ratio = hit / (hit + miss).",
+            ),
+            &["tier", "result"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(lookups.clone()))
+            .expect("auth cache metrics registered once");
+        CacheMetrics {
+            hits: lookups.with_label_values(&["local", "hit"]),
+            misses: lookups.with_label_values(&["local", "miss"]),
+        }
+    }
+}
+
+/// What the local tier knows about a credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cached {
+    /// Known and valid.
+    Known(Arc<Principal>),
+    /// Recently found not to exist.
+    Unknown,
+    /// Not cached.
+    Miss,
+}
+
+/// The in-process decision cache.
+pub struct DecisionCache {
+    known: Cache<[u8; 32], Entry>,
+    unknown: Cache<[u8; 32], ()>,
+    /// Revoked token ids, so a cached token is refused as soon as its `jti` is revoked.
+    revoked_jti: Cache<String, ()>,
+    max_ttl: Duration,
+    metrics: CacheMetrics,
+}
+
+impl DecisionCache {
+    /// A cache of at most `capacity` known and `negative_capacity` unknown credentials.
+    pub fn new(
+        capacity: u64,
+        max_ttl: Duration,
+        negative_capacity: u64,
+        negative_ttl: Duration,
+        metrics: CacheMetrics,
+    ) -> DecisionCache {
+        DecisionCache {
+            known: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(PerEntryTtl)
+                .build(),
+            unknown: Cache::builder()
+                .max_capacity(negative_capacity)
+                .time_to_live(negative_ttl)
+                .build(),
+            revoked_jti: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(Duration::from_secs(24 * 3600))
+                .build(),
+            max_ttl,
+            metrics,
+        }
+    }
+
+    /// Looks a credential hash up.
+    pub fn get(&self, hash: &[u8; 32]) -> Cached {
+        if let Some(e) = self.known.get(hash) {
+            let expired = e.principal.expires_at.is_some_and(|t| t <= unix_now());
+            let revoked = match &e.principal.credential {
+                super::Credential::Jwt { jti: Some(jti) } => self.revoked_jti.contains_key(jti),
+                _ => false,
+            };
+            if !expired && !revoked {
+                self.metrics.hits.inc();
+                return Cached::Known(e.principal);
+            }
+            self.known.invalidate(hash);
+        } else if self.unknown.contains_key(hash) {
+            self.metrics.hits.inc();
+            return Cached::Unknown;
+        }
+        self.metrics.misses.inc();
+        Cached::Miss
+    }
+
+    /// Remembers a valid credential until it expires or `max_ttl`, whichever is first.
+    pub fn put_known(&self, hash: [u8; 32], principal: Arc<Principal>) {
+        let ttl = match principal.expires_at {
+            Some(t) => Duration::from_secs(t.saturating_sub(unix_now())).min(self.max_ttl),
+            None => self.max_ttl,
+        };
+        if !ttl.is_zero() {
+            self.unknown.invalidate(&hash);
+            self.known.insert(hash, Entry { principal, ttl });
+        }
+    }
+
+    /// Remembers that a credential does not exist.
+    pub fn put_unknown(&self, hash: [u8; 32]) {
+        self.unknown.insert(hash, ());
+    }
+
+    /// Whether a token id was revoked (as told by an invalidation).
+    pub fn is_revoked_locally(&self, jti: &str) -> bool {
+        self.revoked_jti.contains_key(jti)
+    }
+
+    /// Applies an invalidation from any node.
+    pub fn apply(&self, invalidation: &Invalidation) {
+        match invalidation {
+            Invalidation::Reset => {
+                self.known.invalidate_all();
+                self.unknown.invalidate_all();
+            }
+            Invalidation::Key(key) => {
+                if let Some(hash_hex) = key.strip_prefix("apikey:") {
+                    let mut hash = [0u8; 32];
+                    if hex::decode_to_slice(hash_hex, &mut hash).is_ok() {
+                        self.known.invalidate(&hash);
+                        self.unknown.invalidate(&hash);
+                    }
+                } else if let Some(jti) = key.strip_prefix("jti:") {
+                    self.revoked_jti.insert(jti.to_string(), ());
+                }
+            }
+        }
+    }
+
+    /// Drops every cached decision (used when the auth config changes on reload).
+    pub fn clear(&self) {
+        self.known.invalidate_all();
+        self.unknown.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Credential;
+
+    fn cache() -> DecisionCache {
+        DecisionCache::new(
+            100,
+            Duration::from_secs(60),
+            10,
+            Duration::from_secs(5),
+            CacheMetrics::new(&Registry::new()),
+        )
+    }
+
+    fn principal(expires_at: Option<u64>, jti: Option<&str>) -> Arc<Principal> {
+        Arc::new(Principal {
+            consumer: "c".into(),
+            plan: None,
+            scopes: vec![],
+            credential: Credential::Jwt {
+                jti: jti.map(String::from),
+            },
+            expires_at,
+            headers: vec![],
+        })
+    }
+
+    #[test]
+    fn known_unknown_and_invalidated_entries() {
+        let c = cache();
+        let h = [1u8; 32];
+        assert_eq!(c.get(&h), Cached::Miss);
+        c.put_unknown(h);
+        assert_eq!(c.get(&h), Cached::Unknown);
+        c.put_known(h, principal(None, None));
+        assert!(matches!(c.get(&h), Cached::Known(_)));
+        c.apply(&Invalidation::Key(format!("apikey:{}", hex::encode(h))));
+        assert_eq!(c.get(&h), Cached::Miss);
+    }
+
+    #[test]
+    fn expired_credentials_are_not_served_and_revoked_jti_is_refused() {
+        let c = cache();
+        c.put_known([2u8; 32], principal(Some(unix_now() - 1), None));
+        assert_eq!(c.get(&[2u8; 32]), Cached::Miss);
+        c.put_known([3u8; 32], principal(Some(unix_now() + 100), Some("t1")));
+        assert!(matches!(c.get(&[3u8; 32]), Cached::Known(_)));
+        c.apply(&Invalidation::Key("jti:t1".into()));
+        assert_eq!(c.get(&[3u8; 32]), Cached::Miss);
+    }
+
+    #[test]
+    fn reset_forgets_everything() {
+        let c = cache();
+        c.put_known([4u8; 32], principal(None, None));
+        c.put_unknown([5u8; 32]);
+        c.apply(&Invalidation::Reset);
+        assert_eq!(c.get(&[4u8; 32]), Cached::Miss);
+        assert_eq!(c.get(&[5u8; 32]), Cached::Miss);
+    }
+}

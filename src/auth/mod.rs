@@ -1,0 +1,367 @@
+//! Authentication: API keys and JWTs, checked in the order a route lists them, behind a
+//! two-tier decision cache (the local [`cache::DecisionCache`], then the store).
+//!
+//! The first method whose credential is present decides; a route whose methods find no
+//! credential answers 401. The store being unreachable is never the client's fault: unknown
+//! credentials then get 503 `store_unavailable` (or pass anonymously where a route says so),
+//! while credentials already in the local tier keep working.
+
+pub mod api_key;
+pub mod cache;
+pub mod principal;
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+use prometheus::{IntCounterVec, Opts, Registry};
+
+pub use api_key::{KeyHasher, KeyRecord, KeyStore, NewKey};
+pub use cache::{CacheMetrics, Cached, DecisionCache};
+pub use principal::{unix_now, Credential, Principal};
+
+use crate::config::{AuthMethod, AuthStoreFailure};
+use crate::store::{Store, StoreError};
+
+/// Why a request was not authenticated. Never carries the credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credential for any of the route's methods.
+    Missing,
+    /// The API key is unknown.
+    InvalidKey,
+    /// The API key has expired.
+    ExpiredKey,
+    /// The token is invalid: `(metric result, WWW-Authenticate value)`.
+    InvalidToken(&'static str, &'static str),
+    /// The credential was revoked.
+    Revoked,
+    /// Authenticated, but without a required scope.
+    InsufficientScope,
+    /// The store could not be asked about an unknown credential.
+    StoreUnavailable,
+}
+
+impl AuthFailure {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthFailure::InsufficientScope => 403,
+            AuthFailure::StoreUnavailable => 503,
+            _ => 401,
+        }
+    }
+
+    /// Machine code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "credentials_missing",
+            AuthFailure::InvalidKey => "invalid_api_key",
+            AuthFailure::ExpiredKey => "expired_api_key",
+            AuthFailure::InvalidToken(..) => "invalid_token",
+            AuthFailure::Revoked => "credentials_revoked",
+            AuthFailure::InsufficientScope => "insufficient_scope",
+            AuthFailure::StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    /// Human text for the JSON body; fixed strings, never request data.
+    pub fn message(&self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "this route needs credentials",
+            AuthFailure::InvalidKey => "the API key is not valid",
+            AuthFailure::ExpiredKey => "the API key has expired",
+            AuthFailure::InvalidToken(..) => "the token is not valid",
+            AuthFailure::Revoked => "the credentials were revoked",
+            AuthFailure::InsufficientScope => "the credentials lack a scope this route requires",
+            AuthFailure::StoreUnavailable => "credentials cannot be checked right now; retry later",
+        }
+    }
+
+    /// The `result` label of the decision metric.
+    pub fn result(&self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::InvalidKey => "invalid",
+            AuthFailure::ExpiredKey => "expired",
+            AuthFailure::InvalidToken(result, _) => result,
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::InsufficientScope => "insufficient_scope",
+            AuthFailure::StoreUnavailable => "store_error",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 for bearer tokens).
+    pub fn challenge(&self, methods: &[AuthMethod]) -> Option<&'static str> {
+        match self {
+            AuthFailure::InvalidToken(_, challenge) => Some(challenge),
+            AuthFailure::InsufficientScope if methods.contains(&AuthMethod::Jwt) => {
+                Some("Bearer error=\"insufficient_scope\"")
+            }
+            AuthFailure::Revoked if methods.contains(&AuthMethod::Jwt) => {
+                Some("Bearer error=\"invalid_token\", error_description=\"token revoked\"")
+            }
+            AuthFailure::Missing
+            | AuthFailure::Revoked
+            | AuthFailure::InvalidKey
+            | AuthFailure::ExpiredKey => Some(if methods.first() == Some(&AuthMethod::Jwt) {
+                "Bearer"
+            } else {
+                "ApiKey"
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Where API keys are read from.
+pub struct ApiKeySource {
+    /// Header carrying the key.
+    pub header: HeaderName,
+    /// Query parameter carrying the key, if enabled.
+    pub query_param: Option<String>,
+}
+
+/// The per-route part of authentication, compiled at config load.
+#[derive(Debug, Clone, Default)]
+pub struct RouteAuth {
+    /// Methods in order; empty = public.
+    pub methods: Vec<AuthMethod>,
+    /// Scopes required.
+    pub required_scopes: Vec<String>,
+    /// Do not strip credentials before proxying.
+    pub forward_credentials: bool,
+    /// Behaviour when the store cannot answer.
+    pub on_store_error: AuthStoreFailure,
+}
+
+/// Decision counters by route, method and result.
+#[derive(Clone)]
+pub struct AuthMetrics {
+    decisions: IntCounterVec,
+}
+
+impl AuthMetrics {
+    /// Registers `portcullis_auth_decisions_total{route,method,result}`.
+    ///
+    /// # Panics
+    /// If registered twice (a wiring bug).
+    pub fn new(registry: &Registry) -> AuthMetrics {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "portcullis_auth_decisions_total",
+                "Authentication decisions by route, method and result.",
+            ),
+            &["route", "method", "result"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(decisions.clone()))
+            .expect("auth metrics registered once");
+        AuthMetrics { decisions }
+    }
+
+    fn record(&self, route: &str, method: &str, result: &str) {
+        self.decisions
+            .with_label_values(&[route, method, result])
+            .inc();
+    }
+}
+
+/// The process-wide parts of authentication: store, local cache, metrics.
+pub struct AuthShared {
+    /// The store holding keys and revocations.
+    pub store: Arc<Store>,
+    /// The local tier.
+    pub cache: DecisionCache,
+    /// Decision metrics.
+    pub metrics: AuthMetrics,
+}
+
+impl AuthShared {
+    /// Applies invalidations from every node to the local tier, until the store goes away.
+    pub async fn follow_invalidations(self: Arc<Self>) {
+        let mut rx = self.store.invalidations();
+        loop {
+            match rx.recv().await {
+                Ok(inv) => self.cache.apply(&inv),
+                // Fell behind: some invalidations are lost, so nothing cached can be trusted.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.cache.apply(&crate::store::Invalidation::Reset)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Records a revoked token id until `expires_at` (unix seconds) and tells every node.
+    pub async fn revoke_jti(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        let ttl = expires_at.saturating_sub(unix_now()).max(1);
+        let key = self.store.key("revoked-jti", jti, "");
+        self.store
+            .set(&key, b"1", std::time::Duration::from_secs(ttl))
+            .await?;
+        self.store.publish_invalidation(&format!("jti:{jti}")).await
+    }
+
+    async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        if self.cache.is_revoked_locally(jti) {
+            return Ok(true);
+        }
+        self.store
+            .exists(&self.store.key("revoked-jti", jti, ""))
+            .await
+    }
+}
+
+/// Authentication as configured in the current runtime.
+pub struct Authenticator {
+    shared: Arc<AuthShared>,
+    api_key: Option<(ApiKeySource, KeyStore)>,
+}
+
+/// Longest credential looked at; longer ones are rejected before hashing or store lookups.
+const MAX_API_KEY_LEN: usize = 256;
+
+impl Authenticator {
+    /// Authentication over the shared parts with the runtime's API key settings.
+    pub fn new(
+        shared: Arc<AuthShared>,
+        api_key: Option<(ApiKeySource, KeyStore)>,
+    ) -> Authenticator {
+        Authenticator { shared, api_key }
+    }
+
+    /// The shared parts.
+    pub fn shared(&self) -> &Arc<AuthShared> {
+        &self.shared
+    }
+
+    /// The key store, when API keys are configured.
+    pub fn keys(&self) -> Option<&KeyStore> {
+        self.api_key.as_ref().map(|(_, k)| k)
+    }
+
+    /// Where API keys are read from, when configured.
+    pub fn api_key_source(&self) -> Option<&ApiKeySource> {
+        self.api_key.as_ref().map(|(s, _)| s)
+    }
+
+    /// Authenticates a request for a route; `Ok(None)` lets it through anonymously.
+    pub async fn authenticate(
+        &self,
+        req: &RequestHeader,
+        route_name: &str,
+        route: &RouteAuth,
+    ) -> Result<Option<Arc<Principal>>, AuthFailure> {
+        for method in &route.methods {
+            let (label, result) = match method {
+                AuthMethod::ApiKey => match self.api_key_of(req) {
+                    Some(key) => ("api_key", self.check_api_key(key).await),
+                    None => continue,
+                },
+                AuthMethod::Jwt => continue,
+            };
+            let result = match result {
+                Ok(p) if !p.has_scopes(&route.required_scopes) => {
+                    Err(AuthFailure::InsufficientScope)
+                }
+                Err(AuthFailure::StoreUnavailable)
+                    if route.on_store_error == AuthStoreFailure::Allow =>
+                {
+                    self.shared.metrics.record(route_name, label, "store_error");
+                    return Ok(None);
+                }
+                other => other,
+            };
+            self.shared.metrics.record(
+                route_name,
+                label,
+                result.as_ref().map_or_else(|f| f.result(), |_| "ok"),
+            );
+            return result.map(Some);
+        }
+        self.shared.metrics.record(route_name, "none", "missing");
+        Err(AuthFailure::Missing)
+    }
+
+    /// The API key in the request, from the header or the query parameter.
+    fn api_key_of<'a>(&self, req: &'a RequestHeader) -> Option<&'a str> {
+        let (source, _) = self.api_key.as_ref()?;
+        if let Some(v) = req.headers.get(&source.header) {
+            return Some(v.to_str().unwrap_or("").trim());
+        }
+        let param = source.query_param.as_deref()?;
+        query_value(req.uri.query()?, param)
+    }
+
+    async fn check_api_key(&self, key: &str) -> Result<Arc<Principal>, AuthFailure> {
+        let Some((_, keys)) = &self.api_key else {
+            return Err(AuthFailure::InvalidKey);
+        };
+        if key.is_empty() || key.len() > MAX_API_KEY_LEN {
+            return Err(AuthFailure::InvalidKey);
+        }
+        let hash = keys.hasher().hash(key);
+        match self.shared.cache.get(&hash) {
+            Cached::Known(p) => return Ok(p),
+            Cached::Unknown => return Err(AuthFailure::InvalidKey),
+            Cached::Miss => {}
+        }
+        match keys.lookup(&hash).await {
+            Ok(Some(record)) if record.expires_at <= unix_now() => Err(AuthFailure::ExpiredKey),
+            Ok(Some(record)) => {
+                let p = Arc::new(record.principal());
+                self.shared.cache.put_known(hash, p.clone());
+                Ok(p)
+            }
+            Ok(None) => {
+                self.shared.cache.put_unknown(hash);
+                Err(AuthFailure::InvalidKey)
+            }
+            Err(e) => {
+                log::warn!("api key lookup failed: {e}");
+                Err(AuthFailure::StoreUnavailable)
+            }
+        }
+    }
+}
+
+/// The raw value of a query parameter (first occurrence).
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// The query string without parameter `name`; `None` when nothing remains.
+pub fn query_without(query: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .filter(|pair| !pair.is_empty())
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// The header value for `X-Consumer-Id`, if the consumer id is a valid header value.
+pub fn consumer_header(p: &Principal) -> Option<HeaderValue> {
+    HeaderValue::from_str(&p.consumer).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_helpers_find_and_strip_a_parameter() {
+        assert_eq!(query_value("a=1&api_key=xyz&b=2", "api_key"), Some("xyz"));
+        assert_eq!(query_value("a=1", "api_key"), None);
+        assert_eq!(
+            query_without("a=1&api_key=xyz&b=2", "api_key").as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(query_without("api_key=xyz", "api_key"), None);
+    }
+}
