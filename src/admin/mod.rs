@@ -83,36 +83,36 @@ const MAX_BODY: usize = 64 * 1024;
 /// Reads and parses a JSON body, or gives the 4xx response to send.
 async fn read_json<T: serde::de::DeserializeOwned>(
     session: &mut ServerSession,
-) -> Result<T, Response<Vec<u8>>> {
+) -> Result<T, Box<Response<Vec<u8>>>> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_BODY {
-                    return Err(error(
+                    return Err(Box::new(error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",
                         "admin bodies are at most 64 KiB",
-                    ));
+                    )));
                 }
             }
             Ok(None) => break,
             Err(_) => {
-                return Err(error(
+                return Err(Box::new(error(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
                     "could not read the request body",
-                ))
+                )))
             }
         }
     }
     serde_json::from_slice(&body).map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             &format!("the body is not the expected JSON: {e}"),
-        )
+        ))
     })
 }
 
@@ -143,21 +143,21 @@ impl AdminApp {
         )
     }
 
-    fn keys(&self) -> Result<KeyStore, Response<Vec<u8>>> {
+    fn keys(&self) -> Result<KeyStore, Box<Response<Vec<u8>>>> {
         match self.runtime.current().auth.keys() {
             Some(k) => Ok(k.clone()),
-            None => Err(error(
+            None => Err(Box::new(error(
                 StatusCode::NOT_FOUND,
                 "api_keys_disabled",
                 "API keys are not configured ([auth.api_key])",
-            )),
+            ))),
         }
     }
 
     async fn create_key(&self, new: NewKey) -> Response<Vec<u8>> {
         let keys = match self.keys() {
             Ok(k) => k,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         match keys.create(new).await {
             Ok((record, secret)) => json(
@@ -171,7 +171,7 @@ impl AdminApp {
     async fn list_keys(&self, query: &str) -> Response<Vec<u8>> {
         let keys = match self.keys() {
             Ok(k) => k,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let Some(consumer) = crate::auth::query_value(query, "consumer") else {
             return error(
@@ -189,7 +189,7 @@ impl AdminApp {
     async fn revoke_key(&self, id: &str) -> Response<Vec<u8>> {
         let keys = match self.keys() {
             Ok(k) => k,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         match keys.revoke(id).await {
             Ok(true) => json(StatusCode::OK, serde_json::json!({"revoked": id})),
@@ -301,7 +301,7 @@ impl ServeHttp for AdminApp {
             ("POST", "/reload") => self.reload(),
             ("POST", "/keys") => match read_json::<NewKey>(session).await {
                 Ok(new) => self.create_key(new).await,
-                Err(resp) => resp,
+                Err(resp) => *resp,
             },
             ("GET", "/keys") => {
                 let query = session.req_header().uri.query().unwrap_or("").to_string();
@@ -310,7 +310,7 @@ impl ServeHttp for AdminApp {
             ("DELETE", p) if p.starts_with("/keys/") => self.revoke_key(&p["/keys/".len()..]).await,
             ("POST", "/revocations") => match read_json::<Revocation>(session).await {
                 Ok(r) => self.revoke_token(r).await,
-                Err(resp) => resp,
+                Err(resp) => *resp,
             },
             (_, "/healthz" | "/readyz" | "/metrics" | "/reload" | "/keys" | "/revocations") => {
                 error(

@@ -114,9 +114,15 @@ impl std::fmt::Debug for PinnedKey {
 
 impl PinnedKey {
     /// An HMAC key (HS256/384/512) from its secret.
-    pub fn from_secret(kid: Option<String>, algorithm: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
+    pub fn from_secret(
+        kid: Option<String>,
+        algorithm: Algorithm,
+        secret: &[u8],
+    ) -> Result<Self, KeyError> {
         if algorithm.family() != AlgorithmFamily::Hmac {
-            return Err(KeyError::new(format!("{algorithm:?} takes a public key, not a secret")));
+            return Err(KeyError::new(format!(
+                "{algorithm:?} takes a public key, not a secret"
+            )));
         }
         if secret.is_empty() {
             return Err(KeyError::new("the HMAC secret is empty"));
@@ -129,7 +135,11 @@ impl PinnedKey {
     }
 
     /// A public key from a PEM file's content (SPKI `PUBLIC KEY`, or `RSA PUBLIC KEY` for RSA).
-    pub fn from_pem(kid: Option<String>, algorithm: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+    pub fn from_pem(
+        kid: Option<String>,
+        algorithm: Algorithm,
+        pem: &[u8],
+    ) -> Result<Self, KeyError> {
         if contains(pem, b"PRIVATE KEY") {
             return Err(KeyError::new(
                 "this is a private key; give the public key (openssl pkey -in key.pem -pubout)",
@@ -140,12 +150,15 @@ impl PinnedKey {
         };
         let key = match algorithm.family() {
             AlgorithmFamily::Hmac => {
-                return Err(KeyError::new(format!("{algorithm:?} takes a secret, not a PEM key")))
+                return Err(KeyError::new(format!(
+                    "{algorithm:?} takes a secret, not a PEM key"
+                )))
             }
             AlgorithmFamily::Rsa => {
                 let pkcs1 = DecodingKey::from_rsa_pem(pem).map_err(not_pem)?;
                 let der = pkcs1.try_get_as_bytes().map_err(not_pem)?;
-                let (n, e) = rsa_public_der(der).ok_or_else(|| KeyError::new("malformed RSA public key"))?;
+                let (n, e) =
+                    rsa_public_der(der).ok_or_else(|| KeyError::new("malformed RSA public key"))?;
                 rsa_key(n, e)?
             }
             AlgorithmFamily::Ec => {
@@ -162,7 +175,9 @@ impl PinnedKey {
 
     /// A key from one JWK of a JWKS; `Ok(None)` for keys that are not for signatures.
     pub fn from_jwk(jwk: &Value) -> Result<Option<Self>, KeyError> {
-        let obj = jwk.as_object().ok_or_else(|| KeyError::new("not a JSON object"))?;
+        let obj = jwk
+            .as_object()
+            .ok_or_else(|| KeyError::new("not a JSON object"))?;
         if let Some(usage) = obj.get("use") {
             if usage.as_str() != Some("sig") {
                 return Ok(None);
@@ -174,17 +189,29 @@ impl PinnedKey {
             "RSA" => rsa_jwk(obj, alg)?,
             "EC" => ec_jwk(obj, alg)?,
             "OKP" => okp_jwk(obj, alg)?,
-            other => return Err(KeyError::new(format!("key type {other:?} is not supported"))),
+            other => {
+                return Err(KeyError::new(format!(
+                    "key type {other:?} is not supported"
+                )))
+            }
         };
         Self::checked(kid, algorithm, key).map(Some)
     }
 
     /// Builds the verifier once so that a key the crypto backend refuses fails at load, not
     /// on every request.
-    fn checked(kid: Option<String>, algorithm: Algorithm, key: DecodingKey) -> Result<Self, KeyError> {
+    fn checked(
+        kid: Option<String>,
+        algorithm: Algorithm,
+        key: DecodingKey,
+    ) -> Result<Self, KeyError> {
         jsonwebtoken::crypto::verify("", b"", &key, algorithm)
             .map_err(|e| KeyError::new(format!("unusable {algorithm:?} key: {e}")))?;
-        Ok(PinnedKey { kid, algorithm, key })
+        Ok(PinnedKey {
+            kid,
+            algorithm,
+            key,
+        })
     }
 
     /// The `kid` this key answers to.
@@ -225,9 +252,14 @@ fn base64_member(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, KeyErr
         .map_err(|_| KeyError::new(format!("\"{name}\" is not base64url")))
 }
 
-fn rsa_jwk(obj: &Map<String, Value>, alg: Option<&str>) -> Result<(Algorithm, DecodingKey), KeyError> {
+fn rsa_jwk(
+    obj: &Map<String, Value>,
+    alg: Option<&str>,
+) -> Result<(Algorithm, DecodingKey), KeyError> {
     let Some(alg) = alg else {
-        return Err(KeyError::new("RSA key without \"alg\" (it could be RS* or PS*; refusing to guess)"));
+        return Err(KeyError::new(
+            "RSA key without \"alg\" (it could be RS* or PS*; refusing to guess)",
+        ));
     };
     let algorithm = alg
         .parse::<Algorithm>()
@@ -239,14 +271,19 @@ fn rsa_jwk(obj: &Map<String, Value>, alg: Option<&str>) -> Result<(Algorithm, De
     Ok((algorithm, rsa_key(&n, &e)?))
 }
 
-fn ec_jwk(obj: &Map<String, Value>, alg: Option<&str>) -> Result<(Algorithm, DecodingKey), KeyError> {
+fn ec_jwk(
+    obj: &Map<String, Value>,
+    alg: Option<&str>,
+) -> Result<(Algorithm, DecodingKey), KeyError> {
     let algorithm = match required_str(obj, "crv")? {
         "P-256" => Algorithm::ES256,
         "P-384" => Algorithm::ES384,
         other => return Err(KeyError::new(format!("curve {other:?} is not supported"))),
     };
     if alg.is_some_and(|a| a.parse::<Algorithm>().ok() != Some(algorithm)) {
-        return Err(KeyError::new(format!("\"alg\" does not match the curve (expected {algorithm:?})")));
+        return Err(KeyError::new(format!(
+            "\"alg\" does not match the curve (expected {algorithm:?})"
+        )));
     }
     let mut point = vec![0x04];
     point.extend(base64_member(obj, "x")?);
@@ -254,7 +291,10 @@ fn ec_jwk(obj: &Map<String, Value>, alg: Option<&str>) -> Result<(Algorithm, Dec
     Ok((algorithm, ec_point_key(algorithm, &point)?))
 }
 
-fn okp_jwk(obj: &Map<String, Value>, alg: Option<&str>) -> Result<(Algorithm, DecodingKey), KeyError> {
+fn okp_jwk(
+    obj: &Map<String, Value>,
+    alg: Option<&str>,
+) -> Result<(Algorithm, DecodingKey), KeyError> {
     let crv = required_str(obj, "crv")?;
     if crv != "Ed25519" {
         return Err(KeyError::new(format!("curve {crv:?} is not supported")));
@@ -269,7 +309,9 @@ fn okp_jwk(obj: &Map<String, Value>, alg: Option<&str>) -> Result<(Algorithm, De
 fn rsa_key(n: &[u8], e: &[u8]) -> Result<DecodingKey, KeyError> {
     let n = strip_leading_zeros(n);
     let e = strip_leading_zeros(e);
-    let bits = n.first().map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
+    let bits = n
+        .first()
+        .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
     if !RSA_BITS.contains(&bits) {
         return Err(KeyError::new(format!(
             "RSA modulus has {bits} bits; {} to {} are accepted",
@@ -295,9 +337,15 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 
 /// An uncompressed SEC1 point of the curve `algorithm` uses.
 fn ec_point_key(algorithm: Algorithm, point: &[u8]) -> Result<DecodingKey, KeyError> {
-    let expected = if algorithm == Algorithm::ES384 { 97 } else { 65 };
+    let expected = if algorithm == Algorithm::ES384 {
+        97
+    } else {
+        65
+    };
     if point.len() != expected || point.first() != Some(&0x04) {
-        return Err(KeyError::new(format!("not a public key of the curve {algorithm:?} uses")));
+        return Err(KeyError::new(format!(
+            "not a public key of the curve {algorithm:?} uses"
+        )));
     }
     Ok(DecodingKey::from_ec_der(point))
 }
@@ -333,7 +381,12 @@ fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
             return None;
         }
         let (len_bytes, rest) = rest.split_at(width);
-        (len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b)), rest)
+        (
+            len_bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)),
+            rest,
+        )
     };
     (rest.len() >= len).then(|| rest.split_at(len))
 }
@@ -349,12 +402,16 @@ pub struct KeySet {
 impl KeySet {
     /// Parses a JWKS document, skipping (with a warning) keys that cannot be used.
     pub fn parse(document: &[u8]) -> Result<KeySet, JwksError> {
-        let doc: Value = serde_json::from_slice(document).map_err(|e| JwksError::Invalid(e.to_string()))?;
+        let doc: Value =
+            serde_json::from_slice(document).map_err(|e| JwksError::Invalid(e.to_string()))?;
         let Some(jwks) = doc.get("keys").and_then(Value::as_array) else {
             return Err(JwksError::Invalid("no \"keys\" array".into()));
         };
         if jwks.len() > MAX_KEYS {
-            log::warn!("JWKS holds {} keys; only the first {MAX_KEYS} are used", jwks.len());
+            log::warn!(
+                "JWKS holds {} keys; only the first {MAX_KEYS} are used",
+                jwks.len()
+            );
         }
         let mut keys = Vec::new();
         for (i, jwk) in jwks.iter().take(MAX_KEYS).enumerate() {
@@ -432,14 +489,18 @@ impl std::fmt::Debug for JwksClient {
 impl JwksClient {
     /// A client with an empty key set; nothing is fetched until asked.
     pub fn new(settings: JwksSettings) -> Result<JwksClient, JwksError> {
-        let https = settings.url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        let https = settings
+            .url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         let mut builder = ureq::AgentBuilder::new()
             .timeout(settings.timeout)
             .redirects(3)
             .https_only(https)
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
         if https {
-            let tls = native_tls::TlsConnector::new().map_err(|e| JwksError::Setup(e.to_string()))?;
+            let tls =
+                native_tls::TlsConnector::new().map_err(|e| JwksError::Setup(e.to_string()))?;
             builder = builder.tls_connector(Arc::new(tls));
         }
         Ok(JwksClient {
@@ -479,7 +540,10 @@ impl JwksClient {
         match self.fetch(&mut last).await {
             Ok(_) => true,
             Err(e) => {
-                log::warn!("JWKS refetch from {} failed, keeping the old keys: {e}", self.settings.url);
+                log::warn!(
+                    "JWKS refetch from {} failed, keeping the old keys: {e}",
+                    self.settings.url
+                );
                 false
             }
         }
@@ -501,23 +565,31 @@ impl JwksClient {
         let mut last = self.last_attempt.lock().await;
         match self.fetch(&mut last).await {
             Ok(max_age) => {
-                *backoff = FIRST_RETRY.min(self.settings.refresh);
+                *backoff = FIRST_RETRY;
                 match max_age {
-                    Some(age) => age.max(self.settings.min_refetch_interval).min(MAX_CACHE_LIFETIME),
+                    Some(age) => age
+                        .max(self.settings.min_refetch_interval)
+                        .min(MAX_CACHE_LIFETIME),
                     None => self.settings.refresh,
                 }
             }
             Err(e) => {
-                log::warn!("JWKS refresh from {} failed, keeping the old keys: {e}", self.settings.url);
-                let wait = *backoff;
-                *backoff = (*backoff * 2).min(self.settings.refresh);
+                log::warn!(
+                    "JWKS refresh from {} failed, keeping the old keys: {e}",
+                    self.settings.url
+                );
+                let wait = (*backoff).min(self.settings.refresh);
+                *backoff = (wait * 2).min(self.settings.refresh);
                 wait + wait.mul_f64(fastrand::f64() / 10.0)
             }
         }
     }
 
     /// Fetches and installs a new key set; the caller holds the fetch lock.
-    async fn fetch(&self, last_attempt: &mut Option<Instant>) -> Result<Option<Duration>, JwksError> {
+    async fn fetch(
+        &self,
+        last_attempt: &mut Option<Instant>,
+    ) -> Result<Option<Duration>, JwksError> {
         *last_attempt = Some(Instant::now());
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let agent = self.agent.clone();
@@ -550,7 +622,10 @@ async fn refresh_loop(client: Weak<JwksClient>) {
 }
 
 /// One blocking GET: the body (at most [`MAX_DOCUMENT_BYTES`]) and the `max-age`, if any.
-fn fetch_document(agent: &ureq::Agent, url: &str) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
+fn fetch_document(
+    agent: &ureq::Agent,
+    url: &str,
+) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
     let response = agent
         .get(url)
         .set("accept", "application/json, application/jwk-set+json")
@@ -579,7 +654,12 @@ fn parse_max_age(cache_control: &str) -> Option<Duration> {
         if !name.trim().eq_ignore_ascii_case("max-age") {
             return None;
         }
-        value.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs)
+        value
+            .trim()
+            .trim_matches('"')
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
     })
 }
 
@@ -705,7 +785,11 @@ mod tests {
         }
     }
 
-    fn jwks_verifier(server: &JwksServer, min_refetch: &str, refresh: &str) -> Arc<crate::auth::jwt::JwtVerifier> {
+    fn jwks_verifier(
+        server: &JwksServer,
+        min_refetch: &str,
+        refresh: &str,
+    ) -> Arc<crate::auth::jwt::JwtVerifier> {
         Arc::new(verifier(&format!(
             "jwks_url = {:?}\njwks_min_refetch_interval = {min_refetch:?}\njwks_refresh = {refresh:?}\n",
             server.url()
@@ -722,12 +806,20 @@ mod tests {
 
         let mut ec = jwk(&k.ec256, Algorithm::ES256, None);
         ec.as_object_mut().expect("object").remove("alg");
-        let ec = PinnedKey::from_jwk(&ec).expect("ec jwk").expect("signing key");
-        assert_eq!(ec.algorithm(), Algorithm::ES256, "P-256 without alg is ES256");
+        let ec = PinnedKey::from_jwk(&ec)
+            .expect("ec jwk")
+            .expect("signing key");
+        assert_eq!(
+            ec.algorithm(),
+            Algorithm::ES256,
+            "P-256 without alg is ES256"
+        );
 
         let mut ed = jwk(&k.ed25519, Algorithm::EdDSA, None);
         ed.as_object_mut().expect("object").remove("alg");
-        let ed = PinnedKey::from_jwk(&ed).expect("okp jwk").expect("signing key");
+        let ed = PinnedKey::from_jwk(&ed)
+            .expect("okp jwk")
+            .expect("signing key");
         assert_eq!(ed.algorithm(), Algorithm::EdDSA);
     }
 
@@ -740,15 +832,24 @@ mod tests {
 
         let mut hs_on_rsa = jwk(&k.rsa, Algorithm::RS256, Some("a"));
         hs_on_rsa["alg"] = json!("HS256");
-        assert!(PinnedKey::from_jwk(&hs_on_rsa).is_err(), "RSA key claiming HS256");
+        assert!(
+            PinnedKey::from_jwk(&hs_on_rsa).is_err(),
+            "RSA key claiming HS256"
+        );
 
         let mut wrong_curve_alg = jwk(&k.ec256, Algorithm::ES256, None);
         wrong_curve_alg["alg"] = json!("ES384");
-        assert!(PinnedKey::from_jwk(&wrong_curve_alg).is_err(), "P-256 claiming ES384");
+        assert!(
+            PinnedKey::from_jwk(&wrong_curve_alg).is_err(),
+            "P-256 claiming ES384"
+        );
 
         let mut off_curve = jwk(&k.ec256, Algorithm::ES256, None);
         off_curve["y"] = off_curve["x"].clone();
-        assert!(PinnedKey::from_jwk(&off_curve).is_err(), "point not on the curve");
+        assert!(
+            PinnedKey::from_jwk(&off_curve).is_err(),
+            "point not on the curve"
+        );
 
         let bad = [
             json!("not an object"),
@@ -766,7 +867,10 @@ mod tests {
             assert!(PinnedKey::from_jwk(&jwk).is_err(), "{jwk}");
         }
         let enc = json!({ "kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB" });
-        assert!(matches!(PinnedKey::from_jwk(&enc), Ok(None)), "encryption keys are skipped");
+        assert!(
+            matches!(PinnedKey::from_jwk(&enc), Ok(None)),
+            "encryption keys are skipped"
+        );
     }
 
     #[test]
@@ -775,20 +879,41 @@ mod tests {
         let good = jwk(&k.ec256, Algorithm::ES256, Some("good"));
         let doc = jwks(&[json!({ "kty": "oct" }), good.clone(), json!(null)]);
         let set = KeySet::parse(doc.as_bytes()).expect("one good key");
-        assert_eq!(set.iter().map(PinnedKey::kid).collect::<Vec<_>>(), vec![Some("good")]);
+        assert_eq!(
+            set.iter().map(PinnedKey::kid).collect::<Vec<_>>(),
+            vec![Some("good")]
+        );
 
         let many: Vec<Value> = (0..MAX_KEYS + 20).map(|_| good.clone()).collect();
-        assert_eq!(KeySet::parse(jwks(&many).as_bytes()).expect("capped").len(), MAX_KEYS);
+        assert_eq!(
+            KeySet::parse(jwks(&many).as_bytes()).expect("capped").len(),
+            MAX_KEYS
+        );
 
-        assert!(matches!(KeySet::parse(b"{\"keys\": []}"), Err(JwksError::NoUsableKeys)));
-        assert!(matches!(KeySet::parse(b"[1,2]"), Err(JwksError::Invalid(_))));
-        assert!(matches!(KeySet::parse(b"\xff\xfe"), Err(JwksError::Invalid(_))));
+        assert!(matches!(
+            KeySet::parse(b"{\"keys\": []}"),
+            Err(JwksError::NoUsableKeys)
+        ));
+        assert!(matches!(
+            KeySet::parse(b"[1,2]"),
+            Err(JwksError::Invalid(_))
+        ));
+        assert!(matches!(
+            KeySet::parse(b"\xff\xfe"),
+            Err(JwksError::Invalid(_))
+        ));
     }
 
     #[test]
     fn max_age_is_read_from_cache_control() {
-        assert_eq!(parse_max_age("public, max-age=600"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_max_age("Max-Age = \"30\", must-revalidate"), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_max_age("Max-Age = \"30\", must-revalidate"),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_max_age("no-cache"), None);
         assert_eq!(parse_max_age("max-age=-1"), None);
         assert_eq!(parse_max_age("s-maxage=5"), None);
@@ -796,7 +921,10 @@ mod tests {
 
     #[test]
     fn rsa_der_parsing_rejects_truncation() {
-        assert_eq!(der_element(&[0x02, 0x01, 0x05], 0x02), Some((&[0x05][..], &[][..])));
+        assert_eq!(
+            der_element(&[0x02, 0x01, 0x05], 0x02),
+            Some((&[0x05][..], &[][..]))
+        );
         assert_eq!(der_element(&[0x02, 0x82, 0x01], 0x02), None);
         assert_eq!(der_element(&[0x02, 0x05, 0x01], 0x02), None);
         assert_eq!(der_element(&[0x30, 0x80], 0x30), None);
@@ -809,10 +937,21 @@ mod tests {
         let server = JwksServer::start(jwks(&[jwk(&k.rsa, Algorithm::RS256, Some("k1"))]));
         let v = jwks_verifier(&server, "200ms", "1h");
         let client = v.jwks().expect("jwks configured").clone();
-        assert_eq!(client.fetch_count(), 0, "nothing is fetched before it is needed");
+        assert_eq!(
+            client.fetch_count(),
+            0,
+            "nothing is fetched before it is needed"
+        );
 
-        let t1 = sign(Algorithm::RS256, Some("k1"), &claims(), &k.rsa.encoding(Algorithm::RS256));
-        v.verify(&t1).await.expect("k1 verifies after the first fetch");
+        let t1 = sign(
+            Algorithm::RS256,
+            Some("k1"),
+            &claims(),
+            &k.rsa.encoding(Algorithm::RS256),
+        );
+        v.verify(&t1)
+            .await
+            .expect("k1 verifies after the first fetch");
         assert_eq!(client.fetch_count(), 1);
         v.verify(&t1).await.expect("k1 again, from the cached set");
         assert_eq!(client.fetch_count(), 1);
@@ -825,7 +964,12 @@ mod tests {
             ])
         });
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let t2 = sign(Algorithm::RS256, Some("k2"), &claims(), &k.rsa_other.encoding(Algorithm::RS256));
+        let t2 = sign(
+            Algorithm::RS256,
+            Some("k2"),
+            &claims(),
+            &k.rsa_other.encoding(Algorithm::RS256),
+        );
         v.verify(&t2).await.expect("k2 verifies after one refetch");
         assert_eq!(client.fetch_count(), 2);
         assert_eq!(server.requests(), 2);
@@ -836,33 +980,55 @@ mod tests {
     async fn a_flood_of_unknown_kids_fetches_at_most_once_per_interval() {
         let k = keys();
         let server = JwksServer::start(jwks(&[jwk(&k.ec256, Algorithm::ES256, Some("real"))]));
-        let v = jwks_verifier(&server, "400ms", "1h");
+        let v = jwks_verifier(&server, "2s", "1h");
         let client = v.jwks().expect("jwks configured").clone();
         let encoding = k.ec256.encoding(Algorithm::ES256);
+        // Signed up front: signing is slow in debug builds and must not eat the interval.
+        let mut tokens: Vec<String> = (0..150)
+            .map(|i| {
+                sign(
+                    Algorithm::ES256,
+                    Some(&format!("random-{i}-{}", fastrand::u64(..))),
+                    &claims(),
+                    &encoding,
+                )
+            })
+            .collect();
 
-        let flood = |v: Arc<crate::auth::jwt::JwtVerifier>| {
-            let tasks: Vec<_> = (0..50)
-                .map(|_| {
-                    let kid = format!("random-{}", fastrand::u64(..));
-                    let token = sign(Algorithm::ES256, Some(&kid), &claims(), &encoding);
+        let flood = |v: &Arc<crate::auth::jwt::JwtVerifier>, tokens: Vec<String>| {
+            let tasks: Vec<_> = tokens
+                .into_iter()
+                .map(|token| {
                     let v = v.clone();
                     tokio::spawn(async move { v.verify(&token).await })
                 })
                 .collect();
             futures::future::join_all(tasks)
         };
-        for result in flood(v.clone()).await {
+        for result in flood(&v, tokens.split_off(100)).await {
             assert!(matches!(result.expect("task"), Err(JwtError::UnknownKey)));
         }
-        assert_eq!(client.fetch_count(), 1, "50 concurrent unknown kids from cold: one fetch");
-        for result in flood(v.clone()).await {
+        assert_eq!(
+            client.fetch_count(),
+            1,
+            "50 concurrent unknown kids from cold: one fetch"
+        );
+        for result in flood(&v, tokens.split_off(50)).await {
             assert!(matches!(result.expect("task"), Err(JwtError::UnknownKey)));
         }
-        assert_eq!(client.fetch_count(), 1, "within the interval: no further fetch");
+        assert_eq!(
+            client.fetch_count(),
+            1,
+            "within the interval: no further fetch"
+        );
 
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        flood(v.clone()).await;
-        assert_eq!(client.fetch_count(), 2, "after the interval: exactly one more");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        flood(&v, tokens).await;
+        assert_eq!(
+            client.fetch_count(),
+            2,
+            "after the interval: exactly one more"
+        );
         assert_eq!(server.requests(), 2);
     }
 
@@ -872,25 +1038,46 @@ mod tests {
         let server = JwksServer::start(jwks(&[jwk(&k.ed25519, Algorithm::EdDSA, Some("ed"))]));
         let v = jwks_verifier(&server, "100ms", "100ms");
         let client = v.jwks().expect("jwks configured").clone();
-        let token = sign(Algorithm::EdDSA, Some("ed"), &claims(), &k.ed25519.encoding(Algorithm::EdDSA));
+        let token = sign(
+            Algorithm::EdDSA,
+            Some("ed"),
+            &claims(),
+            &k.ed25519.encoding(Algorithm::EdDSA),
+        );
         v.verify(&token).await.expect("first fetch");
 
         server.set(|a| a.status = 500);
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let unknown = sign(Algorithm::EdDSA, Some("nope"), &claims(), &k.ed25519.encoding(Algorithm::EdDSA));
-        assert!(matches!(v.verify(&unknown).await, Err(JwtError::UnknownKey)));
+        let unknown = sign(
+            Algorithm::EdDSA,
+            Some("nope"),
+            &claims(),
+            &k.ed25519.encoding(Algorithm::EdDSA),
+        );
+        assert!(matches!(
+            v.verify(&unknown).await,
+            Err(JwtError::UnknownKey)
+        ));
         assert_eq!(client.fetch_count(), 2, "the refetch was attempted");
 
         let refresh = client.spawn_refresh();
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(client.fetch_count() >= 4, "background retries: {}", client.fetch_count());
-        v.verify(&token).await.expect("still verifies with the cached set");
+        assert!(
+            client.fetch_count() >= 4,
+            "background retries: {}",
+            client.fetch_count()
+        );
+        v.verify(&token)
+            .await
+            .expect("still verifies with the cached set");
         assert_eq!(client.keys().len(), 1);
 
         server.set(|a| a.body = "{ not json".into());
         server.set(|a| a.status = 200);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        v.verify(&token).await.expect("a broken document also keeps the cached set");
+        v.verify(&token)
+            .await
+            .expect("a broken document also keeps the cached set");
         refresh.abort();
     }
 
@@ -900,23 +1087,35 @@ mod tests {
         let server = JwksServer::start(jwks(&[jwk(&k.ec384, Algorithm::ES384, Some("a"))]));
         // max-age=0 is raised to the 300ms floor (min_refetch_interval), not a busy loop.
         server.set(|a| a.cache_control = Some("max-age=0".into()));
-        let client = Arc::new(JwksClient::new(settings(&server.url(), Duration::from_millis(300))).expect("client"));
+        let client = Arc::new(
+            JwksClient::new(settings(&server.url(), Duration::from_millis(300))).expect("client"),
+        );
         let task = client.spawn_refresh();
         tokio::time::sleep(Duration::from_millis(800)).await;
         let fetched = client.fetch_count();
-        assert!((2..=4).contains(&fetched), "fetched {fetched} times in 800ms");
+        assert!(
+            (2..=4).contains(&fetched),
+            "fetched {fetched} times in 800ms"
+        );
         assert_eq!(client.keys().len(), 1);
 
         drop(client);
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(task.is_finished(), "the refresh task ends once the client is gone");
+        assert!(
+            task.is_finished(),
+            "the refresh task ends once the client is gone"
+        );
     }
 
     #[tokio::test]
     async fn an_oversized_document_is_a_failed_fetch() {
-        let big = format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(MAX_DOCUMENT_BYTES as usize));
+        let big = format!(
+            "{{\"keys\": [], \"pad\": \"{}\"}}",
+            "x".repeat(MAX_DOCUMENT_BYTES as usize)
+        );
         let server = JwksServer::start(big);
-        let client = JwksClient::new(settings(&server.url(), Duration::from_millis(1))).expect("client");
+        let client =
+            JwksClient::new(settings(&server.url(), Duration::from_millis(1))).expect("client");
         assert!(!client.refetch_for_unknown_kid().await);
         assert_eq!(client.fetch_count(), 1);
         assert!(client.keys().is_empty());
@@ -932,7 +1131,11 @@ mod tests {
         let client = JwksClient::new(s).expect("client");
         let started = Instant::now();
         assert!(!client.refetch_for_unknown_kid().await);
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         drop(listener);
     }
 

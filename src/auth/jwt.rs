@@ -41,7 +41,8 @@ const FORBIDDEN_HEADERS: [&str; 5] = ["jku", "x5u", "jwk", "x5c", "crit"];
 const MAX_KEYS_TRIED: usize = 4;
 
 /// The algorithms a key may be configured with.
-pub const SUPPORTED_ALGORITHMS: &str = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
+pub const SUPPORTED_ALGORITHMS: &str =
+    "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
 
 /// Why a token was rejected. Messages never contain the token or its claims.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,23 +105,39 @@ impl JwtError {
     /// The `WWW-Authenticate` value of the 401 (RFC 6750); fixed text, nothing from the token.
     pub fn www_authenticate(&self) -> &'static str {
         match self {
-            JwtError::Malformed => r#"Bearer error="invalid_token", error_description="malformed token""#,
+            JwtError::Malformed => {
+                r#"Bearer error="invalid_token", error_description="malformed token""#
+            }
             JwtError::AlgorithmNotAllowed => {
                 r#"Bearer error="invalid_token", error_description="algorithm not allowed""#
             }
             JwtError::ForbiddenHeader(_) => {
                 r#"Bearer error="invalid_token", error_description="header parameter not allowed""#
             }
-            JwtError::UnknownKey => r#"Bearer error="invalid_token", error_description="unknown signing key""#,
-            JwtError::BadSignature => r#"Bearer error="invalid_token", error_description="invalid signature""#,
-            JwtError::Expired => r#"Bearer error="invalid_token", error_description="token expired""#,
-            JwtError::NotYetValid => r#"Bearer error="invalid_token", error_description="token not yet valid""#,
+            JwtError::UnknownKey => {
+                r#"Bearer error="invalid_token", error_description="unknown signing key""#
+            }
+            JwtError::BadSignature => {
+                r#"Bearer error="invalid_token", error_description="invalid signature""#
+            }
+            JwtError::Expired => {
+                r#"Bearer error="invalid_token", error_description="token expired""#
+            }
+            JwtError::NotYetValid => {
+                r#"Bearer error="invalid_token", error_description="token not yet valid""#
+            }
             JwtError::IssuedInFuture => {
                 r#"Bearer error="invalid_token", error_description="token issued in the future""#
             }
-            JwtError::WrongIssuer => r#"Bearer error="invalid_token", error_description="issuer not accepted""#,
-            JwtError::WrongAudience => r#"Bearer error="invalid_token", error_description="audience not accepted""#,
-            JwtError::MissingClaim(_) => r#"Bearer error="invalid_token", error_description="missing claim""#,
+            JwtError::WrongIssuer => {
+                r#"Bearer error="invalid_token", error_description="issuer not accepted""#
+            }
+            JwtError::WrongAudience => {
+                r#"Bearer error="invalid_token", error_description="audience not accepted""#
+            }
+            JwtError::MissingClaim(_) => {
+                r#"Bearer error="invalid_token", error_description="missing claim""#
+            }
         }
     }
 }
@@ -172,8 +189,11 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 
 /// Parses a configured algorithm name; `none` and unknown names are refused.
 pub fn supported_algorithm(name: &str) -> Result<Algorithm, KeyError> {
-    name.parse::<Algorithm>()
-        .map_err(|_| KeyError::new(format!("{name:?} is not supported; use one of {SUPPORTED_ALGORITHMS}")))
+    name.parse::<Algorithm>().map_err(|_| {
+        KeyError::new(format!(
+            "{name:?} is not supported; use one of {SUPPORTED_ALGORITHMS}"
+        ))
+    })
 }
 
 /// Loads one configured key: the HMAC secret from env/file, or the PEM public key file.
@@ -191,10 +211,14 @@ pub fn load_key(cfg: &JwtKeyConfig) -> Result<PinnedKey, KeyError> {
         return PinnedKey::from_secret(cfg.kid.clone(), algorithm, secret.as_bytes());
     }
     let Some(file) = &cfg.public_key_file else {
-        return Err(KeyError::new(format!("a {algorithm:?} key needs public_key_file")));
+        return Err(KeyError::new(format!(
+            "a {algorithm:?} key needs public_key_file"
+        )));
     };
-    let pem = std::fs::read(file).map_err(|e| KeyError::new(format!("cannot read {file:?}: {e}")))?;
-    PinnedKey::from_pem(cfg.kid.clone(), algorithm, &pem).map_err(|e| KeyError::new(format!("{file:?}: {e}")))
+    let pem =
+        std::fs::read(file).map_err(|e| KeyError::new(format!("cannot read {file:?}: {e}")))?;
+    PinnedKey::from_pem(cfg.kid.clone(), algorithm, &pem)
+        .map_err(|e| KeyError::new(format!("{file:?}: {e}")))
 }
 
 // === impl JwtVerifier ===
@@ -226,7 +250,12 @@ impl JwtVerifier {
             .keys
             .iter()
             .enumerate()
-            .map(|(index, k)| load_key(k).map_err(|e| JwtSetupError::Key { index, reason: e.to_string() }))
+            .map(|(index, k)| {
+                load_key(k).map_err(|e| JwtSetupError::Key {
+                    index,
+                    reason: e.to_string(),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let jwks = match &cfg.jwks_url {
             Some(url) => Some(Arc::new(jwks_client(cfg, url)?)),
@@ -272,7 +301,10 @@ impl JwtVerifier {
     /// Tries the keys answering to the token's `kid` (or lack of one) whose algorithm is the
     /// header's; configured keys first.
     fn try_keys(&self, parts: &TokenParts<'_>, jwks: Option<&KeySet>) -> Result<(), JwtError> {
-        let candidates = self.keys.iter().chain(jwks.into_iter().flat_map(KeySet::iter));
+        let candidates = self
+            .keys
+            .iter()
+            .chain(jwks.into_iter().flat_map(KeySet::iter));
         let mut known = false;
         let mut tried = 0;
         for key in candidates.filter(|k| k.kid() == parts.kid.as_deref()) {
@@ -300,7 +332,10 @@ fn jwks_client(cfg: &JwtConfig, url: &str) -> Result<JwksClient, JwtSetupError> 
     let settings = JwksSettings {
         url: url.to_string(),
         refresh: positive(&cfg.jwks_refresh, "jwks_refresh")?,
-        min_refetch_interval: positive(&cfg.jwks_min_refetch_interval, "jwks_min_refetch_interval")?,
+        min_refetch_interval: positive(
+            &cfg.jwks_min_refetch_interval,
+            "jwks_min_refetch_interval",
+        )?,
         timeout: positive(&cfg.jwks_timeout, "jwks_timeout")?,
     };
     JwksClient::new(settings).map_err(|e| JwtSetupError::Setting {
@@ -331,7 +366,9 @@ fn positive(value: &Lenient<Dur>, field: &'static str) -> Result<Duration, JwtSe
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 // === impl TokenParts ===
@@ -356,14 +393,20 @@ impl<'a> TokenParts<'a> {
             return Err(JwtError::Malformed);
         }
         let mut segments = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (segments.next(), segments.next(), segments.next(), segments.next())
-        else {
+        let (Some(header), Some(payload), Some(signature), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
             return Err(JwtError::Malformed);
         };
         let header_json = decode_object(header)?;
         let alg = header_algorithm(&header_json)?;
-        if let Some(name) = FORBIDDEN_HEADERS.into_iter().find(|n| header_json.contains_key(*n)) {
+        if let Some(name) = FORBIDDEN_HEADERS
+            .into_iter()
+            .find(|n| header_json.contains_key(*n))
+        {
             return Err(JwtError::ForbiddenHeader(name));
         }
         let kid = match header_json.get("kid") {
@@ -387,7 +430,9 @@ impl<'a> TokenParts<'a> {
 }
 
 fn decode_object(segment: &str) -> Result<Map<String, Value>, JwtError> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| JwtError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| JwtError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
 }
 
@@ -439,7 +484,11 @@ impl ClaimRules {
         let expires_at = self.check_times(claims, now)?;
         self.check_issuer(claims)?;
         self.check_audience(claims)?;
-        if let Some(missing) = self.required.iter().find(|c| !claims.contains_key(c.as_str())) {
+        if let Some(missing) = self
+            .required
+            .iter()
+            .find(|c| !claims.contains_key(c.as_str()))
+        {
             return Err(JwtError::MissingClaim(missing.clone()));
         }
         let consumer = match claims.get(&self.consumer_claim) {
@@ -449,7 +498,10 @@ impl ClaimRules {
         Ok(VerifiedToken {
             consumer,
             scopes: scopes(claims.get(&self.scopes_claim)),
-            jti: claims.get("jti").and_then(Value::as_str).map(str::to_string),
+            jti: claims
+                .get("jti")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             expires_at,
             headers: self.upstream_headers(claims),
         })
@@ -486,7 +538,10 @@ impl ClaimRules {
         if self.audiences.is_empty() {
             return Ok(());
         }
-        let accepted = |v: &Value| v.as_str().is_some_and(|a| self.audiences.iter().any(|x| x == a));
+        let accepted = |v: &Value| {
+            v.as_str()
+                .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+        };
         let ok = match claims.get("aud") {
             Some(Value::Array(auds)) => auds.iter().any(accepted),
             Some(aud) => accepted(aud),
@@ -515,16 +570,20 @@ impl ClaimRules {
     }
 }
 
-fn header_map(claims_to_headers: &BTreeMap<String, String>) -> Result<Vec<(String, HeaderName)>, JwtSetupError> {
+fn header_map(
+    claims_to_headers: &BTreeMap<String, String>,
+) -> Result<Vec<(String, HeaderName)>, JwtSetupError> {
     claims_to_headers
         .iter()
-        .map(|(claim, header)| match HeaderName::from_bytes(header.as_bytes()) {
-            Ok(name) => Ok((claim.clone(), name)),
-            Err(_) => Err(JwtSetupError::Setting {
-                field: "claims_to_headers",
-                reason: format!("{header:?} is not a valid header name"),
-            }),
-        })
+        .map(
+            |(claim, header)| match HeaderName::from_bytes(header.as_bytes()) {
+                Ok(name) => Ok((claim.clone(), name)),
+                Err(_) => Err(JwtSetupError::Setting {
+                    field: "claims_to_headers",
+                    reason: format!("{header:?} is not a valid header name"),
+                }),
+            },
+        )
         .collect()
 }
 
@@ -549,7 +608,11 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
 fn scopes(claim: Option<&Value>) -> Vec<String> {
     match claim {
         Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -621,7 +684,9 @@ pub(crate) mod test_support {
             .spawn()
             .expect("the openssl command is installed");
         let mut input = child.stdin.take().expect("stdin");
-        input.write_all(stdin.unwrap_or_default()).expect("write to openssl");
+        input
+            .write_all(stdin.unwrap_or_default())
+            .expect("write to openssl");
         drop(input);
         let out = child.wait_with_output().expect("openssl runs");
         assert!(out.status.success(), "openssl {args:?} failed");
@@ -636,8 +701,18 @@ pub(crate) mod test_support {
             TestKeys {
                 rsa: KeyPair::generate(&rsa),
                 rsa_other: KeyPair::generate(&rsa),
-                ec256: KeyPair::generate(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
-                ec384: KeyPair::generate(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"]),
+                ec256: KeyPair::generate(&[
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                ]),
+                ec384: KeyPair::generate(&[
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-384",
+                ]),
                 ed25519: KeyPair::generate(&["-algorithm", "ED25519"]),
             }
         })
@@ -700,7 +775,11 @@ mod tests {
     use serde_json::json;
 
     /// A verifier with one public key (kid `k`) for `alg`, and its key file's directory.
-    fn pem_verifier(pair: &KeyPair, alg: Algorithm, extra: &str) -> (JwtVerifier, tempfile::TempDir) {
+    fn pem_verifier(
+        pair: &KeyPair,
+        alg: Algorithm,
+        extra: &str,
+    ) -> (JwtVerifier, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = pair.write_public(dir.path(), "key.pem");
         let v = verifier(&format!(
@@ -723,7 +802,12 @@ mod tests {
     const SECRET: &str = "a-long-enough-test-secret-for-hs256-0123456789";
 
     fn hs(claims: &Value) -> String {
-        sign(Algorithm::HS256, None, claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+        sign(
+            Algorithm::HS256,
+            None,
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
     }
 
     async fn hs_verify(claims: &Value, extra: &str) -> Result<VerifiedToken, JwtError> {
@@ -750,7 +834,10 @@ mod tests {
         for (pair, alg) in cases {
             let (v, _dir) = pem_verifier(pair, alg, "");
             let token = sign(alg, Some("k"), &claims(), &pair.encoding(alg));
-            let ok = v.verify(&token).await.unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            let ok = v
+                .verify(&token)
+                .await
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
             assert_eq!(ok.consumer, "alice", "{alg:?}");
         }
         let ok = hs_verify(&claims(), "").await.expect("HS256");
@@ -765,20 +852,31 @@ mod tests {
         let expired = with(claims(), "exp", json!(now - 120));
         assert_eq!(hs_verify(&expired, "").await, Err(JwtError::Expired));
         let just_expired = with(claims(), "exp", json!(now - 30));
-        assert!(hs_verify(&just_expired, "").await.is_ok(), "within the 60s leeway");
-        assert_eq!(hs_verify(&just_expired, "leeway = \"0s\"").await, Err(JwtError::Expired));
+        assert!(
+            hs_verify(&just_expired, "").await.is_ok(),
+            "within the 60s leeway"
+        );
+        assert_eq!(
+            hs_verify(&just_expired, "leeway = \"0s\"").await,
+            Err(JwtError::Expired)
+        );
 
         let future = with(claims(), "nbf", json!(now + 600));
         assert_eq!(hs_verify(&future, "").await, Err(JwtError::NotYetValid));
         let issued_later = with(claims(), "iat", json!(now + 600));
-        assert_eq!(hs_verify(&issued_later, "").await, Err(JwtError::IssuedInFuture));
+        assert_eq!(
+            hs_verify(&issued_later, "").await,
+            Err(JwtError::IssuedInFuture)
+        );
         let fractional = with(claims(), "nbf", json!(now as f64 - 0.5));
         assert!(hs_verify(&fractional, "").await.is_ok());
 
         let mut no_exp = claims();
         no_exp.as_object_mut().expect("object").remove("exp");
         assert_eq!(hs_verify(&no_exp, "").await, Err(JwtError::Expired));
-        let ok = hs_verify(&no_exp, "require_exp = false").await.expect("exp optional");
+        let ok = hs_verify(&no_exp, "require_exp = false")
+            .await
+            .expect("exp optional");
         assert_eq!(ok.expires_at, None);
 
         let text_exp = with(claims(), "exp", json!("tomorrow"));
@@ -797,49 +895,110 @@ mod tests {
             c
         };
         assert!(hs_verify(&base(&good), rules).await.is_ok());
-        assert!(hs_verify(&base(&with(good.clone(), "aud", json!("admin"))), rules).await.is_ok());
+        assert!(
+            hs_verify(&base(&with(good.clone(), "aud", json!("admin"))), rules)
+                .await
+                .is_ok()
+        );
         let cases = [
-            (with(good.clone(), "iss", json!("https://evil")), JwtError::WrongIssuer),
-            (with(good.clone(), "iss", json!(null)), JwtError::WrongIssuer),
-            (with(good.clone(), "aud", json!("other")), JwtError::WrongAudience),
-            (with(good.clone(), "aud", json!(["x", 1])), JwtError::WrongAudience),
-            (with(good.clone(), "aud", json!(null)), JwtError::WrongAudience),
+            (
+                with(good.clone(), "iss", json!("https://evil")),
+                JwtError::WrongIssuer,
+            ),
+            (
+                with(good.clone(), "iss", json!(null)),
+                JwtError::WrongIssuer,
+            ),
+            (
+                with(good.clone(), "aud", json!("other")),
+                JwtError::WrongAudience,
+            ),
+            (
+                with(good.clone(), "aud", json!(["x", 1])),
+                JwtError::WrongAudience,
+            ),
+            (
+                with(good.clone(), "aud", json!(null)),
+                JwtError::WrongAudience,
+            ),
         ];
         for (claims, expected) in cases {
-            assert_eq!(hs_verify(&base(&claims), rules).await, Err(expected), "{claims}");
+            assert_eq!(
+                hs_verify(&base(&claims), rules).await,
+                Err(expected),
+                "{claims}"
+            );
         }
         let mut no_tenant = base(&good);
         no_tenant.as_object_mut().expect("object").remove("tenant");
-        assert_eq!(hs_verify(&no_tenant, rules).await, Err(JwtError::MissingClaim("tenant".into())));
+        assert_eq!(
+            hs_verify(&no_tenant, rules).await,
+            Err(JwtError::MissingClaim("tenant".into()))
+        );
 
         let mut no_sub = claims();
         no_sub.as_object_mut().expect("object").remove("sub");
-        assert_eq!(hs_verify(&no_sub, "").await, Err(JwtError::MissingClaim("sub".into())));
+        assert_eq!(
+            hs_verify(&no_sub, "").await,
+            Err(JwtError::MissingClaim("sub".into()))
+        );
         let numeric_sub = with(claims(), "sub", json!(42));
-        assert_eq!(hs_verify(&numeric_sub, "").await, Err(JwtError::MissingClaim("sub".into())));
+        assert_eq!(
+            hs_verify(&numeric_sub, "").await,
+            Err(JwtError::MissingClaim("sub".into()))
+        );
     }
 
     #[tokio::test]
     async fn tampering_and_foreign_keys_are_rejected() {
         let k = keys();
         let (v, _dir) = pem_verifier(&k.rsa, Algorithm::RS256, "");
-        let token = sign(Algorithm::RS256, Some("k"), &claims(), &k.rsa.encoding(Algorithm::RS256));
+        let token = sign(
+            Algorithm::RS256,
+            Some("k"),
+            &claims(),
+            &k.rsa.encoding(Algorithm::RS256),
+        );
         let (head, rest) = token.split_once('.').expect("segments");
         let (_, signature) = rest.split_once('.').expect("segments");
         let forged_claims = with(claims(), "sub", json!("admin"));
         let tampered = format!("{head}.{}.{signature}", b64(&forged_claims.to_string()));
         assert_eq!(v.verify(&tampered).await, Err(JwtError::BadSignature));
 
-        let foreign = sign(Algorithm::RS256, Some("k"), &claims(), &k.rsa_other.encoding(Algorithm::RS256));
+        let foreign = sign(
+            Algorithm::RS256,
+            Some("k"),
+            &claims(),
+            &k.rsa_other.encoding(Algorithm::RS256),
+        );
         assert_eq!(v.verify(&foreign).await, Err(JwtError::BadSignature));
 
-        let unknown = sign(Algorithm::RS256, Some("who"), &claims(), &k.rsa.encoding(Algorithm::RS256));
+        let unknown = sign(
+            Algorithm::RS256,
+            Some("who"),
+            &claims(),
+            &k.rsa.encoding(Algorithm::RS256),
+        );
         assert_eq!(v.verify(&unknown).await, Err(JwtError::UnknownKey));
-        let no_kid = sign(Algorithm::RS256, None, &claims(), &k.rsa.encoding(Algorithm::RS256));
-        assert_eq!(v.verify(&no_kid).await, Err(JwtError::UnknownKey), "the only key has a kid");
+        let no_kid = sign(
+            Algorithm::RS256,
+            None,
+            &claims(),
+            &k.rsa.encoding(Algorithm::RS256),
+        );
+        assert_eq!(
+            v.verify(&no_kid).await,
+            Err(JwtError::UnknownKey),
+            "the only key has a kid"
+        );
 
         let (hs, _dir) = hs_verifier(SECRET, "");
-        let wrong_secret = sign(Algorithm::HS256, None, &claims(), &EncodingKey::from_secret(b"guess"));
+        let wrong_secret = sign(
+            Algorithm::HS256,
+            None,
+            &claims(),
+            &EncodingKey::from_secret(b"guess"),
+        );
         assert_eq!(hs.verify(&wrong_secret).await, Err(JwtError::BadSignature));
     }
 
@@ -850,12 +1009,32 @@ mod tests {
         for alg in ["none", "None", "NONE"] {
             let header = b64(&json!({ "alg": alg, "kid": "k" }).to_string());
             let payload = b64(&claims().to_string());
-            assert_eq!(v.verify(&format!("{header}.{payload}.")).await, Err(JwtError::AlgorithmNotAllowed));
-            assert_eq!(v.verify(&format!("{header}.{payload}.c2ln")).await, Err(JwtError::AlgorithmNotAllowed));
+            assert_eq!(
+                v.verify(&format!("{header}.{payload}.")).await,
+                Err(JwtError::AlgorithmNotAllowed)
+            );
+            assert_eq!(
+                v.verify(&format!("{header}.{payload}.c2ln")).await,
+                Err(JwtError::AlgorithmNotAllowed)
+            );
         }
-        let ps = sign(Algorithm::PS256, Some("k"), &claims(), &k.rsa.encoding(Algorithm::PS256));
-        assert_eq!(v.verify(&ps).await, Err(JwtError::AlgorithmNotAllowed), "same key, other algorithm");
-        let rs512 = sign(Algorithm::RS512, Some("k"), &claims(), &k.rsa.encoding(Algorithm::RS512));
+        let ps = sign(
+            Algorithm::PS256,
+            Some("k"),
+            &claims(),
+            &k.rsa.encoding(Algorithm::PS256),
+        );
+        assert_eq!(
+            v.verify(&ps).await,
+            Err(JwtError::AlgorithmNotAllowed),
+            "same key, other algorithm"
+        );
+        let rs512 = sign(
+            Algorithm::RS512,
+            Some("k"),
+            &claims(),
+            &k.rsa.encoding(Algorithm::RS512),
+        );
         assert_eq!(v.verify(&rs512).await, Err(JwtError::AlgorithmNotAllowed));
         let unknown_alg = sign_raw(
             &json!({ "alg": "HS1024", "kid": "k" }),
@@ -863,7 +1042,10 @@ mod tests {
             &k.rsa.encoding(Algorithm::RS256),
             Algorithm::RS256,
         );
-        assert_eq!(v.verify(&unknown_alg).await, Err(JwtError::AlgorithmNotAllowed));
+        assert_eq!(
+            v.verify(&unknown_alg).await,
+            Err(JwtError::AlgorithmNotAllowed)
+        );
     }
 
     #[tokio::test]
@@ -872,17 +1054,27 @@ mod tests {
         let (v, _dir) = pem_verifier(&k.rsa, Algorithm::RS256, "");
         let attacker_key = EncodingKey::from_secret(&k.rsa.public_pem);
         for kid in [Some("k"), None] {
-            let forged = sign(Algorithm::HS256, kid, &with(claims(), "sub", json!("admin")), &attacker_key);
+            let forged = sign(
+                Algorithm::HS256,
+                kid,
+                &with(claims(), "sub", json!("admin")),
+                &attacker_key,
+            );
             let result = v.verify(&forged).await;
             assert!(
-                matches!(result, Err(JwtError::AlgorithmNotAllowed | JwtError::UnknownKey)),
+                matches!(
+                    result,
+                    Err(JwtError::AlgorithmNotAllowed | JwtError::UnknownKey)
+                ),
                 "kid {kid:?}: {result:?}"
             );
         }
         // Same with a key without kid: the HS256 token finds no HS256 key.
         let dir = tempfile::tempdir().expect("tempdir");
         let path = k.rsa.write_public(dir.path(), "k.pem");
-        let v = verifier(&format!("[[keys]]\nalgorithm = \"RS256\"\npublic_key_file = {path:?}\n"));
+        let v = verifier(&format!(
+            "[[keys]]\nalgorithm = \"RS256\"\npublic_key_file = {path:?}\n"
+        ));
         let forged = sign(Algorithm::HS256, None, &claims(), &attacker_key);
         assert_eq!(v.verify(&forged).await, Err(JwtError::AlgorithmNotAllowed));
     }
@@ -905,7 +1097,10 @@ mod tests {
             header[name] = value;
             let token = sign_raw(&header, &claims(), &key, Algorithm::RS256);
             let result = v.verify(&token).await;
-            assert!(matches!(result, Err(JwtError::ForbiddenHeader(n)) if n == name), "{name}: {result:?}");
+            assert!(
+                matches!(result, Err(JwtError::ForbiddenHeader(n)) if n == name),
+                "{name}: {result:?}"
+            );
         }
     }
 
@@ -944,17 +1139,32 @@ mod tests {
             let shown = &token[..token.len().min(40)];
             assert_eq!(v.verify(&token).await, Err(JwtError::Malformed), "{shown}");
         }
-        assert_eq!(v.verify(&good).await.map(|t| t.consumer), Ok("alice".into()));
+        assert_eq!(
+            v.verify(&good).await.map(|t| t.consumer),
+            Ok("alice".into())
+        );
     }
 
     #[tokio::test]
     async fn scopes_come_from_a_string_or_an_array() {
         let array = with(claims(), "scope", json!(["a", 7, "b:c"]));
-        assert_eq!(hs_verify(&array, "").await.expect("ok").scopes, vec!["a", "b:c"]);
+        assert_eq!(
+            hs_verify(&array, "").await.expect("ok").scopes,
+            vec!["a", "b:c"]
+        );
         let spaced = with(claims(), "scope", json!("  one\ttwo  three "));
-        assert_eq!(hs_verify(&spaced, "").await.expect("ok").scopes, vec!["one", "two", "three"]);
+        assert_eq!(
+            hs_verify(&spaced, "").await.expect("ok").scopes,
+            vec!["one", "two", "three"]
+        );
         let custom = with(claims(), "scp", json!(["x"]));
-        assert_eq!(hs_verify(&custom, "scopes_claim = \"scp\"").await.expect("ok").scopes, vec!["x"]);
+        assert_eq!(
+            hs_verify(&custom, "scopes_claim = \"scp\"")
+                .await
+                .expect("ok")
+                .scopes,
+            vec!["x"]
+        );
         let absent = with(claims(), "scope", json!(null));
         assert!(hs_verify(&absent, "").await.expect("ok").scopes.is_empty());
     }
@@ -1007,12 +1217,30 @@ mod tests {
              [[keys]]\nalgorithm = \"RS256\"\npublic_key_file = {rsa:?}\n\
              [[keys]]\nkid = \"ec\"\nalgorithm = \"ES256\"\npublic_key_file = {ec:?}\n"
         ));
-        let rs = sign(Algorithm::RS256, None, &claims(), &k.rsa.encoding(Algorithm::RS256));
+        let rs = sign(
+            Algorithm::RS256,
+            None,
+            &claims(),
+            &k.rsa.encoding(Algorithm::RS256),
+        );
         assert!(v.verify(&rs).await.is_ok());
         assert!(v.verify(&hs(&claims())).await.is_ok());
-        let es_no_kid = sign(Algorithm::ES256, None, &claims(), &k.ec256.encoding(Algorithm::ES256));
-        assert_eq!(v.verify(&es_no_kid).await, Err(JwtError::AlgorithmNotAllowed));
-        let es = sign(Algorithm::ES256, Some("ec"), &claims(), &k.ec256.encoding(Algorithm::ES256));
+        let es_no_kid = sign(
+            Algorithm::ES256,
+            None,
+            &claims(),
+            &k.ec256.encoding(Algorithm::ES256),
+        );
+        assert_eq!(
+            v.verify(&es_no_kid).await,
+            Err(JwtError::AlgorithmNotAllowed)
+        );
+        let es = sign(
+            Algorithm::ES256,
+            Some("ec"),
+            &claims(),
+            &k.ec256.encoding(Algorithm::ES256),
+        );
         assert!(v.verify(&es).await.is_ok());
     }
 
@@ -1030,16 +1258,27 @@ mod tests {
             format!("[[keys]]\nalgorithm = \"ES384\"\npublic_key_file = {ec:?}"),
             format!("[[keys]]\nalgorithm = \"RS256\"\npublic_key_file = {private:?}"),
             "[[keys]]\nalgorithm = \"RS256\"\npublic_key_file = \"/nonexistent/key.pem\"".into(),
-            "[[keys]]\nalgorithm = \"HS256\"\nsecret_env = \"PORTCULLIS_TEST_SURELY_UNSET_VAR\"".into(),
+            "[[keys]]\nalgorithm = \"HS256\"\nsecret_env = \"PORTCULLIS_TEST_SURELY_UNSET_VAR\""
+                .into(),
         ];
         for toml in cases {
-            let toml = format!("[[keys]]\nalgorithm = \"RS256\"\npublic_key_file = {rsa:?}\n{toml}");
+            let toml =
+                format!("[[keys]]\nalgorithm = \"RS256\"\npublic_key_file = {rsa:?}\n{toml}");
             let err = JwtVerifier::new(&config(&toml)).expect_err(&toml);
-            assert!(matches!(err, JwtSetupError::Key { index: 1, .. }), "{toml}: {err}");
+            assert!(
+                matches!(err, JwtSetupError::Key { index: 1, .. }),
+                "{toml}: {err}"
+            );
         }
-        assert!(matches!(JwtVerifier::new(&config("")), Err(JwtSetupError::NoKeys)));
+        assert!(matches!(
+            JwtVerifier::new(&config("")),
+            Err(JwtSetupError::NoKeys)
+        ));
         let bad_header = format!("[[keys]]\nalgorithm = \"RS256\"\npublic_key_file = {rsa:?}\n[claims_to_headers]\nsub = \"bad header\"");
-        assert!(matches!(JwtVerifier::new(&config(&bad_header)), Err(JwtSetupError::Setting { .. })));
+        assert!(matches!(
+            JwtVerifier::new(&config(&bad_header)),
+            Err(JwtSetupError::Setting { .. })
+        ));
     }
 
     #[test]
@@ -1062,7 +1301,10 @@ mod tests {
         assert_eq!(JwtError::Expired.code(), "expired");
         for e in &all {
             let challenge = e.www_authenticate();
-            assert!(challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""), "{challenge}");
+            assert!(
+                challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""),
+                "{challenge}"
+            );
             assert!(HeaderValue::from_str(challenge).is_ok());
         }
     }

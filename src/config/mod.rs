@@ -333,7 +333,7 @@ impl Validator {
                     self.push(format!("{at}.consumer"), "must not be empty");
                 }
                 if sk.key_env.is_some() == sk.key_file.is_some() {
-                    self.push(format!("{at}"), "give exactly one of key_env or key_file");
+                    self.push(at.clone(), "give exactly one of key_env or key_file");
                 } else {
                     self.secret_ref(
                         &format!("{at}.key"),
@@ -583,7 +583,7 @@ impl Validator {
                 let key = (host.clone(), path, r.path_match, methods.clone());
                 if !keys.insert(key) {
                     self.push(
-                        format!("{at}"),
+                        at.clone(),
                         format!(
                             "another route already matches host {host:?}, {:?} path {:?} and methods {:?}",
                             r.path_match, r.path, methods

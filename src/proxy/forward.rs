@@ -41,7 +41,7 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && !(upgrade && t == "upgrade"))
+        .filter(|t| !(t.is_empty() || upgrade && t == "upgrade"))
         .collect();
     for name in &named {
         // Never let Connection strip what the gateway itself relies on.

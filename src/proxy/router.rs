@@ -143,7 +143,7 @@ impl Router {
         }
         router
             .wildcard_hosts
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         for table in router
             .exact_hosts
             .values_mut()
@@ -227,7 +227,8 @@ impl HostTable {
 
     /// Orders prefixes longest first and, per path, method-specific routes before any-method.
     fn finish(&mut self) {
-        self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.prefixes
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         let lists = self
             .exact
             .values_mut()
