@@ -12,7 +12,9 @@ fn principal() -> Arc<Principal> {
         consumer: "alice".into(),
         plan: Some("gold".into()),
         scopes: vec!["orders:read".into()],
-        credential: Credential::ApiKey { id: "0123456789abcdef".into() },
+        credential: Credential::ApiKey {
+            id: "0123456789abcdef".into(),
+        },
         expires_at: None,
         headers: Vec::new(),
     })
@@ -38,7 +40,9 @@ fn bench_key_lookup(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("api_key");
     group.bench_function("hash_sha256", |b| b.iter(|| plain.hash(black_box(key))));
-    group.bench_function("hash_hmac_sha256", |b| b.iter(|| keyed.hash(black_box(key))));
+    group.bench_function("hash_hmac_sha256", |b| {
+        b.iter(|| keyed.hash(black_box(key)))
+    });
     group.bench_function("local_hit_sha256", |b| {
         b.iter(|| {
             let h = plain.hash(black_box(key));

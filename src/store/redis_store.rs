@@ -258,8 +258,9 @@ async fn probe_health(conn: ConnectionManager, healthy: Arc<AtomicBool>, deadlin
     }
 }
 
-/// Subscribes to the invalidation channel and forwards messages; after any disconnect it
-/// resubscribes and sends `Reset`, because messages sent in between were lost.
+/// Subscribes to the invalidation channel and forwards messages. Each (re)subscription sends
+/// `Reset`, because messages published while unsubscribed were lost. Nothing is reset when the
+/// subscription drops: while Redis is down, what nodes cached locally is all they can use.
 async fn forward_invalidations(
     client: redis::Client,
     channel: String,
@@ -283,7 +284,6 @@ async fn forward_invalidations(
                 log::warn!("store: invalidation subscription lost, resubscribing");
             }
         }
-        let _ = tx.send(Invalidation::Reset);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }

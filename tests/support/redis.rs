@@ -1,6 +1,6 @@
 //! `Redis`: a throwaway `redis-server` on a free port, killed on drop.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -93,6 +93,139 @@ impl Redis {
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line)?;
         Ok(line.trim_end().to_string())
+    }
+}
+
+/// A RESP2 reply, fully read (see `Redis::query`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `+OK`-style status.
+    Status(String),
+    /// `-ERR …`.
+    Error(String),
+    /// `:n`.
+    Integer(i64),
+    /// `$n` bulk string; `None` for the null bulk string.
+    Bulk(Option<Vec<u8>>),
+    /// `*n` array; `None` for the null array.
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The reply as text: a status, or a bulk string read as UTF-8 (lossily).
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Reply::Status(s) => Some(s.clone()),
+            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The reply as an integer.
+    pub fn integer(&self) -> Option<i64> {
+        match self {
+            Reply::Integer(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array reply (empty for anything else).
+    pub fn elements(&self) -> &[Reply] {
+        match self {
+            Reply::Array(Some(items)) => items,
+            _ => &[],
+        }
+    }
+}
+
+fn read_reply(reader: &mut impl BufRead) -> io::Result<Reply> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "redis closed the connection before replying",
+        ));
+    }
+    let line = line.trim_end_matches(['\r', '\n']);
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad RESP line {line:?}"),
+        )
+    };
+    let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
+    match kind {
+        "+" => Ok(Reply::Status(rest.to_string())),
+        "-" => Ok(Reply::Error(rest.to_string())),
+        ":" => rest.parse().map(Reply::Integer).map_err(|_| bad()),
+        "$" => {
+            let len: i64 = rest.parse().map_err(|_| bad())?;
+            if len < 0 {
+                return Ok(Reply::Bulk(None));
+            }
+            let mut data = vec![0; len as usize + 2];
+            reader.read_exact(&mut data)?;
+            data.truncate(len as usize);
+            Ok(Reply::Bulk(Some(data)))
+        }
+        "*" => {
+            let len: i64 = rest.parse().map_err(|_| bad())?;
+            if len < 0 {
+                return Ok(Reply::Array(None));
+            }
+            let mut items = Vec::with_capacity(len as usize);
+            for _ in 0..len {
+                items.push(read_reply(reader)?);
+            }
+            Ok(Reply::Array(Some(items)))
+        }
+        _ => Err(bad()),
+    }
+}
+
+impl Redis {
+    /// Sends one command as a RESP array and reads its whole reply (arrays and bulk strings
+    /// included, unlike `command`).
+    pub fn query(&self, args: &[&str]) -> io::Result<Reply> {
+        let mut stream = TcpStream::connect(self.addr())?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        read_reply(&mut BufReader::new(stream))
+    }
+
+    /// Every key in the database, by `SCAN` (keys that are not valid UTF-8 are read lossily).
+    pub fn all_keys(&self) -> io::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor = "0".to_string();
+        loop {
+            let reply = self.query(&["SCAN", &cursor, "COUNT", "1000"])?;
+            let [next, batch] = reply.elements() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected SCAN reply {reply:?}"),
+                ));
+            };
+            keys.extend(batch.elements().iter().filter_map(Reply::text));
+            cursor = next.text().unwrap_or_else(|| "0".to_string());
+            if cursor == "0" {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// `PTTL key`: milliseconds left, -1 for a key without expiry, -2 for a missing key.
+    pub fn pttl(&self, key: &str) -> io::Result<i64> {
+        let reply = self.query(&["PTTL", key])?;
+        reply.integer().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected PTTL reply {reply:?}"),
+            )
+        })
     }
 }
 
