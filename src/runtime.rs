@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::auth::jwt::JwtVerifier;
 use crate::auth::{
     ApiKeySource, AuthShared, Authenticator, KeyHasher, KeyRecord, KeyStore, RouteAuth,
 };
@@ -104,6 +105,9 @@ pub enum RuntimeError {
     /// A secret could not be read.
     #[error(transparent)]
     Secret(#[from] crate::config::SecretError),
+    /// The JWT settings could not be used.
+    #[error("auth.jwt: {0}")]
+    Jwt(String),
     /// A config-declared API key could not be stored.
     #[error("auth.api_key.keys: {0}")]
     StaticKey(String),
@@ -161,7 +165,7 @@ impl Runtime {
                 .ok()
                 .map_or(60, |d| d.0.as_secs_f64().ceil().max(1.0) as u64),
             redactor: Redactor::new(&config.log),
-            auth: compile_auth(&config, &services.auth)?,
+            auth: compile_auth(&config, &services.auth, previous)?,
             config,
         })
     }
@@ -218,9 +222,44 @@ pub fn key_store(config: &Config, store: &Arc<Store>) -> Result<Option<KeyStore>
 }
 
 /// Builds the authenticator; config-declared keys are put into the (in-process) store.
-fn compile_auth(config: &Config, shared: &Arc<AuthShared>) -> Result<Authenticator, RuntimeError> {
+fn compile_auth(
+    config: &Config,
+    shared: &Arc<AuthShared>,
+    previous: Option<&Runtime>,
+) -> Result<Authenticator, RuntimeError> {
+    let jwt = match &config.auth.jwt {
+        None => None,
+        // An unchanged JWT config keeps its verifier, and with it the fetched JWKS.
+        Some(j) => match previous.filter(|p| p.config.auth.jwt.as_ref() == Some(j)) {
+            Some(p) => p.auth.jwt().cloned(),
+            None => Some(Arc::new(
+                JwtVerifier::new(j).map_err(|e| RuntimeError::Jwt(e.to_string()))?,
+            )),
+        },
+    };
+    let claim_headers = config
+        .auth
+        .jwt
+        .iter()
+        .flat_map(|j| j.claims_to_headers.values())
+        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect();
+    let api_key = compile_api_keys(config, shared)?;
+    Ok(Authenticator::new(
+        shared.clone(),
+        api_key,
+        jwt,
+        claim_headers,
+    ))
+}
+
+/// API-key settings; config-declared keys are put into the (in-process) store.
+fn compile_api_keys(
+    config: &Config,
+    shared: &Arc<AuthShared>,
+) -> Result<Option<(ApiKeySource, KeyStore)>, RuntimeError> {
     let (Some(k), Some(keys)) = (&config.auth.api_key, key_store(config, &shared.store)?) else {
-        return Ok(Authenticator::new(shared.clone(), None));
+        return Ok(None);
     };
     let ttl = k
         .key_ttl
@@ -259,7 +298,7 @@ fn compile_auth(config: &Config, shared: &Arc<AuthShared>) -> Result<Authenticat
             .map_err(|e| RuntimeError::StaticKey(format!("header: {e}")))?,
         query_param: k.query_param.clone(),
     };
-    Ok(Authenticator::new(shared.clone(), Some((source, keys))))
+    Ok(Some((source, keys)))
 }
 
 fn compile_route(

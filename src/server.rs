@@ -148,7 +148,15 @@ struct Background {
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let runtime = self.runtime.clone();
-        let checks = tokio::spawn(async move { run_health_checks(|| runtime.pools()).await });
+        let checks = tokio::spawn(async move {
+            run_health_checks(|| {
+                // Piggybacks on the health-check tick: a reload's new verifier starts refreshing.
+                let rt = runtime.current();
+                rt.auth.ensure_jwks_refresh();
+                runtime.pools()
+            })
+            .await
+        });
         let invalidations =
             tokio::spawn(self.runtime.services().auth.clone().follow_invalidations());
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {

@@ -17,6 +17,7 @@
 //! - Anything else (`oct`, other curves, malformed members) is skipped with a warning.
 //!
 //! A JWKS never yields an HMAC key, so a provider's public key can never become a shared secret.
+//! A document without a single usable key counts as a failed fetch: the old set is kept.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -285,9 +286,12 @@ fn ec_jwk(
             "\"alg\" does not match the curve (expected {algorithm:?})"
         )));
     }
-    let mut point = vec![0x04];
-    point.extend(base64_member(obj, "x")?);
-    point.extend(base64_member(obj, "y")?);
+    let x = base64_member(obj, "x")?;
+    let y = base64_member(obj, "y")?;
+    if x.len() != y.len() {
+        return Err(KeyError::new("\"x\" and \"y\" differ in length"));
+    }
+    let point = [&[0x04][..], &x, &y].concat();
     Ok((algorithm, ec_point_key(algorithm, &point)?))
 }
 
@@ -549,9 +553,9 @@ impl JwksClient {
         }
     }
 
-    /// Starts the background refresh: fetch, then wait for the response's `max-age` (clamped to
-    /// [`min_refetch_interval`, 24h]) or `refresh`; after a failure retry after 1s, doubling up
-    /// to `refresh`. The task holds only a weak reference between fetches and ends once the
+    /// Starts the background refresh: fetch, then wait for the response's `max-age` (kept
+    /// between `min_refetch_interval` and 24h) or else `refresh`; after a failure, retry after
+    /// 1s, doubling up to `refresh`. The task holds only a weak reference between fetches and ends once the
     /// client is dropped (e.g. replaced by a reload).
     ///
     /// # Panics
@@ -755,7 +759,8 @@ pub(crate) mod test_server {
             .map(|c| format!("cache-control: {c}\r\n"))
             .unwrap_or_default();
         let head = format!(
-            "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{cache}connection: close\r\n\r\n",
+            "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             {cache}connection: close\r\n\r\n",
             answer.status,
             answer.body.len()
         );
@@ -791,7 +796,8 @@ mod tests {
         refresh: &str,
     ) -> Arc<crate::auth::jwt::JwtVerifier> {
         Arc::new(verifier(&format!(
-            "jwks_url = {:?}\njwks_min_refetch_interval = {min_refetch:?}\njwks_refresh = {refresh:?}\n",
+            "jwks_url = {:?}\njwks_min_refetch_interval = {min_refetch:?}\n\
+             jwks_refresh = {refresh:?}\n",
             server.url()
         )))
     }
@@ -860,6 +866,7 @@ mod tests {
             json!({ "kty": "EC", "crv": "P-521", "x": "AA", "y": "AA" }),
             json!({ "kty": "RSA", "alg": "RS256", "n": "AQAB", "e": "AQAB" }),
             json!({ "kty": "RSA", "alg": "RS256", "n": 5, "e": "AQAB" }),
+            json!({ "kty": "EC", "crv": "P-256", "x": JWK_BASE64.encode([1; 33]), "y": JWK_BASE64.encode([1; 31]) }),
             json!({ "kty": 7 }),
             json!({ "kid": ["x"], "kty": "EC" }),
         ];
@@ -1100,7 +1107,7 @@ mod tests {
         assert_eq!(client.keys().len(), 1);
 
         drop(client);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         assert!(
             task.is_finished(),
             "the refresh task ends once the client is gone"

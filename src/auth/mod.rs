@@ -8,6 +8,8 @@
 
 pub mod api_key;
 pub mod cache;
+pub mod jwks;
+pub mod jwt;
 pub mod principal;
 
 use std::sync::Arc;
@@ -22,6 +24,8 @@ pub use principal::{unix_now, Credential, Principal};
 
 use crate::config::{AuthMethod, AuthStoreFailure};
 use crate::store::{Store, StoreError};
+use jwt::{JwtError, JwtVerifier};
+use sha2::{Digest, Sha256};
 
 /// Why a request was not authenticated. Never carries the credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,18 +222,53 @@ impl AuthShared {
 pub struct Authenticator {
     shared: Arc<AuthShared>,
     api_key: Option<(ApiKeySource, KeyStore)>,
+    jwt: Option<Arc<JwtVerifier>>,
+    /// Headers the gateway sets from claims; clients may never send them.
+    claim_headers: Vec<HeaderName>,
+    jwks_refresh_started: std::sync::atomic::AtomicBool,
 }
 
 /// Longest credential looked at; longer ones are rejected before hashing or store lookups.
 const MAX_API_KEY_LEN: usize = 256;
 
 impl Authenticator {
-    /// Authentication over the shared parts with the runtime's API key settings.
+    /// Authentication over the shared parts with the runtime's API key and JWT settings;
+    /// `claim_headers` are the targets of `claims_to_headers`.
     pub fn new(
         shared: Arc<AuthShared>,
         api_key: Option<(ApiKeySource, KeyStore)>,
+        jwt: Option<Arc<JwtVerifier>>,
+        claim_headers: Vec<HeaderName>,
     ) -> Authenticator {
-        Authenticator { shared, api_key }
+        Authenticator {
+            shared,
+            api_key,
+            jwt,
+            claim_headers,
+            jwks_refresh_started: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The JWT verifier, when JWTs are configured.
+    pub fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
+        self.jwt.as_ref()
+    }
+
+    /// Headers set from claims, which are removed from every client request.
+    pub fn claim_headers(&self) -> &[HeaderName] {
+        &self.claim_headers
+    }
+
+    /// Starts the JWKS background refresh once; call from inside a tokio runtime.
+    pub fn ensure_jwks_refresh(&self) {
+        if let Some(client) = self.jwt.as_ref().and_then(|v| v.jwks()) {
+            if !self
+                .jwks_refresh_started
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                client.spawn_refresh();
+            }
+        }
     }
 
     /// The shared parts.
@@ -260,7 +299,10 @@ impl Authenticator {
                     Some(key) => ("api_key", self.check_api_key(key).await),
                     None => continue,
                 },
-                AuthMethod::Jwt => continue,
+                AuthMethod::Jwt => match bearer_token(req) {
+                    Some(token) => ("jwt", self.check_jwt(token).await),
+                    None => continue,
+                },
             };
             let result = match result {
                 Ok(p) if !p.has_scopes(&route.required_scopes) => {
@@ -325,6 +367,74 @@ impl Authenticator {
             }
         }
     }
+}
+
+impl Authenticator {
+    async fn check_jwt(&self, token: &str) -> Result<Arc<Principal>, AuthFailure> {
+        let Some(verifier) = &self.jwt else {
+            return Err(token_failure(&JwtError::UnknownKey));
+        };
+        if token.len() > jwt::MAX_TOKEN_BYTES {
+            return Err(token_failure(&JwtError::Malformed));
+        }
+        let hash = jwt_cache_key(token);
+        if let Cached::Known(p) = self.shared.cache.get(&hash) {
+            return Ok(p);
+        }
+        let verified = verifier
+            .verify(token)
+            .await
+            .map_err(|e| token_failure(&e))?;
+        if let Some(jti) = &verified.jti {
+            match self.shared.is_jti_revoked(jti).await {
+                Ok(true) => return Err(AuthFailure::Revoked),
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("token revocation check failed: {e}");
+                    return Err(AuthFailure::StoreUnavailable);
+                }
+            }
+        }
+        let p = Arc::new(Principal {
+            consumer: verified.consumer,
+            plan: None,
+            scopes: verified.scopes,
+            credential: Credential::Jwt { jti: verified.jti },
+            expires_at: verified.expires_at,
+            headers: verified.headers,
+        });
+        self.shared.cache.put_known(hash, p.clone());
+        Ok(p)
+    }
+}
+
+fn token_failure(e: &JwtError) -> AuthFailure {
+    let result = if matches!(e, JwtError::Expired) {
+        "expired"
+    } else {
+        "invalid"
+    };
+    AuthFailure::InvalidToken(result, e.www_authenticate())
+}
+
+/// The decision-cache key of a token. Domain-separated from API-key hashes, so a token sent
+/// as an API key can never hit the token's cached decision (and the reverse).
+fn jwt_cache_key(token: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"portcullis-jwt\0");
+    h.update(token.as_bytes());
+    h.finalize().into()
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(req: &RequestHeader) -> Option<&str> {
+    let value = req
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The raw value of a query parameter (first occurrence).

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use jsonwebtoken::AlgorithmFamily;
 
-use crate::auth::jwt::{load_key, supported_algorithm};
+use crate::auth::jwt::{claim_header, load_key, supported_algorithm};
 use crate::config::{Dur, JwtConfig, JwtKeyConfig, Lenient};
 
 /// Checks `[auth.jwt]` found at `at` (e.g. `auth.jwt`); returns (path, reason) per problem.
@@ -47,11 +47,8 @@ pub(super) fn check_jwt(cfg: &JwtConfig, at: &str) -> Vec<(String, String)> {
         }
     }
     for (claim, header) in &cfg.claims_to_headers {
-        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-            push(
-                format!("{at}.claims_to_headers.{claim}"),
-                format!("{header:?} is not a valid header name"),
-            );
+        if let Err(reason) = claim_header(header) {
+            push(format!("{at}.claims_to_headers.{claim}"), reason);
         }
     }
     let mut kids: HashMap<&str, usize> = HashMap::new();
@@ -137,7 +134,8 @@ fn positive_duration(value: &Lenient<Dur>) -> Option<String> {
 }
 
 fn jwks_url_problem(url: &str) -> Option<String> {
-    let hint = "write an absolute http:// or https:// URL, e.g. \"https://idp.example.com/.well-known/jwks.json\"";
+    let hint = "write an absolute http:// or https:// URL, \
+                e.g. \"https://idp.example.com/.well-known/jwks.json\"";
     let Ok(uri) = url.parse::<http::Uri>() else {
         return Some(format!("{url:?} is not a URL; {hint}"));
     };
@@ -192,7 +190,7 @@ mod tests {
         .expect("write");
         let toml = format!(
             "leeway = \"soon\"\njwks_timeout = \"0s\"\njwks_url = \"ftp://idp/jwks\"\n\
-             [claims_to_headers]\nemail = \"bad header\"\n\
+             [claims_to_headers]\nemail = \"bad header\"\ntenant = \"Host\"\n\
              [[keys]]\nkid = \"a\"\nalgorithm = \"HS999\"\n\
              [[keys]]\nkid = \"a\"\nalgorithm = \"HS256\"\n\
              [[keys]]\nalgorithm = \"HS256\"\nsecret_env = \"X\"\nsecret_file = \"/x\"\n\
@@ -209,6 +207,7 @@ mod tests {
             "auth.jwt.jwks_timeout",
             "auth.jwt.jwks_url",
             "auth.jwt.claims_to_headers.email",
+            "auth.jwt.claims_to_headers.tenant",
             "auth.jwt.keys[0].algorithm",
             "auth.jwt.keys[1].kid",
             "auth.jwt.keys[1]",

@@ -4,6 +4,7 @@
 //! [`validate`] then checks every cross-reference and value and reports *all* problems with the
 //! path of the field they concern, so one `portcullis check` run shows every mistake in a file.
 
+mod jwt_check;
 mod lenient;
 mod model;
 mod secret;
@@ -343,6 +344,9 @@ impl Validator {
                 }
             }
         }
+        if let Some(jwt) = &a.jwt {
+            self.jwt(jwt);
+        }
         let c = &a.cache;
         if c.capacity == 0 || c.negative_capacity == 0 {
             self.push(
@@ -371,6 +375,12 @@ impl Validator {
                 };
                 self.push(format!("{field}{which}"), e.to_string());
             }
+        }
+    }
+
+    fn jwt(&mut self, jwt: &JwtConfig) {
+        for (path, reason) in jwt_check::check_jwt(jwt, "auth.jwt") {
+            self.push(path, reason);
         }
     }
 

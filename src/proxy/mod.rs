@@ -166,10 +166,10 @@ fn apply_identity(
 ) -> Result<()> {
     // Never trust identity headers a client sends itself.
     upstream.remove_header(X_CONSUMER_ID);
+    for name in rt.auth.claim_headers() {
+        upstream.remove_header(name);
+    }
     if let Some(p) = principal {
-        for (name, _) in &p.headers {
-            upstream.remove_header(name);
-        }
         if let Some(v) = consumer_header(p) {
             upstream.insert_header(X_CONSUMER_ID, v)?;
         }
