@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use support::config::{route, upstream, upstream_addrs, PREAMBLE};
-use support::{assert_error, eventually, free_port, peer_health, Client, Gateway, Upstream};
+use support::{assert_error, dead_addr, eventually, peer_health, Client, Gateway, Upstream};
 
 /// A fast HTTP health check on `/healthz`: a peer is ejected or restored within ~0.5 s.
 const FAST_HTTP_CHECK: &str = r#"
@@ -272,10 +272,7 @@ fn tcp_health_check_ejects_a_peer_that_refuses_connections() {
 
 #[test]
 fn all_peers_refusing_gives_502_json() {
-    let dead = vec![
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
+    let dead = vec![dead_addr(1), dead_addr(2)];
     let config = [
         PREAMBLE.to_string(),
         upstream_addrs("pool", &dead, ""),
@@ -361,7 +358,7 @@ fn slow_peer_beyond_the_route_read_timeout_gives_504_json() {
 #[test]
 fn connect_failure_is_retried_on_another_peer() {
     let live = Upstream::spawn("live");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = dead_addr(1);
     let config = [
         PREAMBLE.to_string(),
         upstream_addrs("pool", &[dead, live.addr()], ""),
@@ -381,7 +378,7 @@ fn connect_failure_is_retried_on_another_peer() {
 #[test]
 fn without_retries_round_robin_over_a_dead_peer_fails_about_half_the_requests() {
     let live = Upstream::spawn("live");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = dead_addr(1);
     let config = [
         PREAMBLE.to_string(),
         upstream_addrs("pool", &[dead, live.addr()], ""),

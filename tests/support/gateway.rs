@@ -171,6 +171,7 @@ pub fn fill(template: &str, vars: &[(String, String)]) -> String {
 }
 
 /// Builds a `Gateway`.
+#[derive(Clone)]
 pub struct GatewayBuilder {
     template: String,
     vars: Vec<(String, String)>,
@@ -195,9 +196,17 @@ impl GatewayBuilder {
     /// # Panics
     /// When it exits or is not ready (admin `/readyz` 200 and the proxy port open) in time.
     pub fn start(self) -> Gateway {
-        let gateway = self.spawn();
-        gateway.wait_ready();
-        gateway
+        // Free ports are found by binding and releasing; another test may grab one in between,
+        // so a start that fails on an address in use is retried on new ports.
+        for _ in 0..3 {
+            let gateway = self.clone().spawn();
+            match gateway.wait_ready() {
+                Ok(()) => return gateway,
+                Err(e) if e.contains("in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("gateway could not find free ports in 3 attempts");
     }
 
     /// Starts the gateway without waiting for it to be ready.
@@ -280,16 +289,16 @@ impl Gateway {
         Gateway::builder(template).start()
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self) -> Result<(), String> {
         let client = Client::with_timeout(Duration::from_millis(500));
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.try_wait() {
-                panic!(
+                return Err(format!(
                     "gateway exited with {status} before it was ready\n--- stderr ---\n{}--- stdout ---\n{}",
                     self.stderr(),
                     self.output.stdout()
-                );
+                ));
             }
             let admin_ready = client
                 .try_send("GET", &self.admin_url("/readyz"), &[], None)
@@ -301,7 +310,7 @@ impl Gateway {
                 )
                 .is_ok();
             if proxy_open {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 panic!(

@@ -36,6 +36,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An address where nothing listens, so connecting is refused: a privileged port on loopback.
+/// (A released free port can be taken by another test's listener in the meantime.)
+pub fn dead_addr(n: u16) -> String {
+    assert!((1..=9).contains(&n), "dead_addr takes 1..=9");
+    format!("127.0.0.1:{n}")
+}
+
 /// Polls `condition` every 25 ms until it holds or `timeout` passes; returns whether it held.
 pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
