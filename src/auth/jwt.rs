@@ -519,13 +519,16 @@ impl ClaimRules {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(JwtError::MissingClaim(self.consumer_claim.clone())),
         };
+        // RFC 7519 makes `jti` a string; a token with another type could never be revoked.
+        let jti = match claims.get("jti") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(JwtError::Malformed),
+        };
         Ok(VerifiedToken {
             consumer,
             scopes: scopes(claims.get(&self.scopes_claim)),
-            jti: claims
-                .get("jti")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            jti,
             expires_at,
             headers: self.upstream_headers(claims),
         })
@@ -841,6 +844,16 @@ mod tests {
     fn with(mut claims: Value, name: &str, value: Value) -> Value {
         claims[name] = value;
         claims
+    }
+
+    #[tokio::test]
+    async fn a_non_string_jti_is_malformed_so_no_token_escapes_revocation() {
+        let ok = hs_verify(&with(claims(), "jti", json!("id-7")), "").await.expect("string jti");
+        assert_eq!(ok.jti.as_deref(), Some("id-7"));
+        for bad in [json!(4242), json!(["a"]), json!({"id": 1}), json!(null)] {
+            let r = hs_verify(&with(claims(), "jti", bad.clone()), "").await;
+            assert_eq!(r, Err(JwtError::Malformed), "jti {bad}");
+        }
     }
 
     #[tokio::test]

@@ -377,7 +377,10 @@ impl Authenticator {
         if token.len() > jwt::MAX_TOKEN_BYTES {
             return Err(token_failure(&JwtError::Malformed));
         }
-        let hash = jwt_cache_key(token);
+        // Decisions are cached per JWKS generation: a refetch that drops a key must not leave
+        // tokens it signed accepted from the cache.
+        let generation = verifier.jwks().map_or(0, |c| c.fetch_count());
+        let hash = jwt_cache_key(token, generation);
         if let Cached::Known(p) = self.shared.cache.get(&hash) {
             return Ok(p);
         }
@@ -419,9 +422,10 @@ fn token_failure(e: &JwtError) -> AuthFailure {
 
 /// The decision-cache key of a token. Domain-separated from API-key hashes, so a token sent
 /// as an API key can never hit the token's cached decision (and the reverse).
-fn jwt_cache_key(token: &str) -> [u8; 32] {
+fn jwt_cache_key(token: &str, generation: u64) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"portcullis-jwt\0");
+    h.update(generation.to_le_bytes());
     h.update(token.as_bytes());
     h.finalize().into()
 }

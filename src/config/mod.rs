@@ -111,6 +111,7 @@ pub fn validate(config: &Config) -> Vec<Issue> {
     }
     v.auth(&config.auth, config.store.is_some());
     v.route_auth(&config.routes, &config.auth);
+    v.rate_limits(config);
     v.issues
 }
 
@@ -381,6 +382,104 @@ impl Validator {
     fn jwt(&mut self, jwt: &JwtConfig) {
         for (path, reason) in jwt_check::check_jwt(jwt, "auth.jwt") {
             self.push(path, reason);
+        }
+    }
+
+    fn rate_limits(&mut self, config: &Config) {
+        let rl = &config.rate_limit;
+        if rl.node_count == 0 || rl.node_count > 10_000 {
+            self.push("rate_limit.node_count", "must be between 1 and 10000");
+        }
+        if rl.breaker_failures == 0 {
+            self.push("rate_limit.breaker_failures", "must be at least 1");
+        }
+        self.positive_duration("rate_limit.breaker_open_for".into(), &rl.breaker_open_for);
+        let claims: Vec<&String> = config
+            .auth
+            .jwt
+            .iter()
+            .flat_map(|j| j.claims_to_headers.keys())
+            .collect();
+        for (i, r) in config.routes.iter().enumerate() {
+            if r.name.contains(['{', '}']) {
+                self.push(
+                    format!("routes[{i}].name"),
+                    "must not contain braces (it is a Redis hash tag)",
+                );
+            }
+            let mut names = HashSet::new();
+            for (j, rule) in r.rate_limits.iter().enumerate() {
+                self.rate_limit_rule(&format!("routes[{i}].rate_limits[{j}]"), rule, &claims);
+                if !names.insert(rule.name.as_str()) {
+                    self.push(
+                        format!("routes[{i}].rate_limits[{j}].name"),
+                        format!("rule name {:?} is used twice on this route", rule.name),
+                    );
+                }
+            }
+        }
+    }
+
+    fn rate_limit_rule(&mut self, at: &str, rule: &RateLimitRule, claims: &[&String]) {
+        let name_ok = !rule.name.is_empty()
+            && rule.name.len() <= 64
+            && rule
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !name_ok {
+            self.push(
+                format!("{at}.name"),
+                "must be 1-64 characters of A-Z a-z 0-9 _ - .",
+            );
+        }
+        let by_ok = match rule.by.as_str() {
+            "ip" | "consumer" | "route" => Ok(()),
+            by => match (by.strip_prefix("header:"), by.strip_prefix("claim:")) {
+                (Some(h), _) => http::HeaderName::from_bytes(h.trim().as_bytes())
+                    .map(|_| ())
+                    .map_err(|_| format!("{h:?} is not a valid header name")),
+                (_, Some(c)) if claims.iter().any(|k| k.as_str() == c.trim()) => Ok(()),
+                (_, Some(c)) => Err(format!("claim {c:?} must be listed in [auth.jwt] claims_to_headers")),
+                _ => Err(format!(
+                    "{by:?}: use \"ip\", \"consumer\", \"route\", \"header:<name>\" or \"claim:<name>\""
+                )),
+            },
+        };
+        if let Err(e) = by_ok {
+            self.push(format!("{at}.by"), e);
+        }
+        if rule.limit == 0 {
+            self.push(format!("{at}.limit"), "must be at least 1");
+        }
+        if rule.cost == 0 || rule.cost > rule.limit.max(1) {
+            self.push(format!("{at}.cost"), "must be between 1 and the limit");
+        }
+        if self.lenient(format!("{at}.window"), &rule.window) {
+            let w = rule.window.ok().map_or(0, |d| d.0.as_millis());
+            if !(1000..=30 * 86_400_000).contains(&w) || !w.is_multiple_of(1000) {
+                self.push(
+                    format!("{at}.window"),
+                    "must be whole seconds from 1s to 30d",
+                );
+            }
+        }
+        if rule.algorithm == RateAlgorithm::SlidingLog
+            && rule
+                .plan_limits
+                .values()
+                .chain([&rule.limit])
+                .any(|l| *l > 10_000)
+        {
+            self.push(
+                format!("{at}.algorithm"),
+                "sliding_log keeps one entry per request; use sliding_window for limits above 10000",
+            );
+        }
+        for (plan, limit) in &rule.plan_limits {
+            if *limit == 0 {
+                self.push(format!("{at}.plan_limits.{plan}"), "must be at least 1");
+            }
         }
     }
 

@@ -33,6 +33,89 @@ pub struct Config {
     /// Authentication methods routes can require.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Rate-limit settings shared by every route.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[rate_limit]`: process-wide rate-limit settings.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Also send `X-RateLimit-Limit/-Remaining/-Reset` (the IETF `RateLimit` and
+    /// `RateLimit-Policy` headers are always sent).
+    pub legacy_headers: bool,
+    /// Gateway nodes sharing the store; `on_store_error = "local"` enforces limit / nodes.
+    pub node_count: u32,
+    /// Consecutive store failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker skips the store before probing it again.
+    pub breaker_open_for: Lenient<Dur>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            legacy_headers: true,
+            node_count: 1,
+            breaker_failures: 5,
+            breaker_open_for: Lenient::new("1s"),
+        }
+    }
+}
+
+/// One rate-limit rule of a route.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// Name; counters are keyed by it, so changing `limit` keeps the counts.
+    pub name: String,
+    /// What is counted: "ip", "consumer" (falls back to ip when anonymous), "route",
+    /// "header:<name>" or "claim:<name>" (a claim listed in `claims_to_headers`).
+    pub by: String,
+    /// Units per window.
+    pub limit: u64,
+    /// Window length, "1s" to "30d".
+    pub window: Lenient<Dur>,
+    /// Counting algorithm.
+    #[serde(default)]
+    pub algorithm: RateAlgorithm,
+    /// Units each request costs.
+    #[serde(default = "one_u64")]
+    pub cost: u64,
+    /// Decide and count but never deny (for rolling out a limit).
+    #[serde(default)]
+    pub shadow: bool,
+    /// Count requests this rule (or another) denied, too.
+    #[serde(default)]
+    pub count_denied: bool,
+    /// Limits by the principal's plan, replacing `limit` (e.g. `{ gold = 1000 }`).
+    #[serde(default)]
+    pub plan_limits: BTreeMap<String, u64>,
+}
+
+/// Rate-limit counting algorithm.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateAlgorithm {
+    /// O(1) memory, weighted previous + current window.
+    #[default]
+    SlidingWindow,
+    /// Exact, one entry per counted unit; for small limits.
+    SlidingLog,
+}
+
+/// What a route does when the store cannot decide a rate limit.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitFailure {
+    /// Admit the request.
+    Allow,
+    /// Refuse it (503 `rate_limiter_unavailable`).
+    Deny,
+    /// Enforce the limit in process, divided by `[rate_limit] node_count`.
+    #[default]
+    Local,
 }
 
 /// `[store]`: the Redis that gateway nodes share.
@@ -469,6 +552,12 @@ pub struct RouteConfig {
     /// When the store is down and the credential is not cached locally.
     #[serde(default)]
     pub auth_on_store_error: AuthStoreFailure,
+    /// Rate-limit rules, all decided in one store round trip.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitRule>,
+    /// When the store cannot decide the rate limits.
+    #[serde(default)]
+    pub rate_limit_on_store_error: RateLimitFailure,
 }
 
 /// How a route's path is compared.
@@ -538,6 +627,9 @@ fn yes() -> bool {
     true
 }
 fn one() -> usize {
+    1
+}
+fn one_u64() -> u64 {
     1
 }
 fn two() -> usize {

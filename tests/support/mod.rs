@@ -4,6 +4,7 @@
 //! - `upstream::Upstream`: an HTTP/1.1 echo server the gateway proxies to;
 //! - `gateway::Gateway`: the `portcullis` binary running a config template;
 //! - `redis::Redis`: a throwaway `redis-server`;
+//! - `jwks::JwksServer`: an identity provider's JWKS endpoint, with RSA keys and token signing;
 //! - `client::Client`: a ureq client that returns 4xx/5xx as responses;
 //! - `raw`: hand-written HTTP/1.1 over a `TcpStream`.
 //!
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod jwks;
 pub mod raw;
 pub mod redis;
 pub mod upstream;
