@@ -10,6 +10,7 @@
 //!   (routing table, pools, pre-parsed headers), swapped atomically on reload.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation, routing, upstream pools with health
 //!   checks, forwarding headers, and the one error type that knows its HTTP status.
+//! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), headers.
 //! - [`observe`]: Prometheus metrics, the JSON access log with redaction, request ids.
 //! - [`admin`]: the loopback admin service (health, readiness, metrics, reload).
 //! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, invalidations.
@@ -24,6 +25,7 @@ pub mod cli_keys;
 pub mod config;
 pub mod observe;
 pub mod proxy;
+pub mod ratelimit;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -22,6 +22,7 @@ use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
 use crate::observe::{Metrics, Redactor};
 use crate::proxy::pool::Pool;
 use crate::proxy::router::Router;
+use crate::ratelimit::{Limiter, RoutePolicy};
 use crate::store::Store;
 
 /// A route, compiled: everything the hot path needs, pre-parsed.
@@ -60,6 +61,8 @@ pub struct Route {
     pub upstream_duration: prometheus::Histogram,
     /// Authentication the route requires.
     pub auth: RouteAuth,
+    /// Rate limits of the route.
+    pub rate_limit: RoutePolicy,
 }
 
 /// Process-wide services that outlive any one config: metrics, store, auth cache.
@@ -69,6 +72,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Store, decision cache and auth metrics.
     pub auth: Arc<AuthShared>,
+    /// Rate-limit counters, breaker and metrics.
+    pub limiter: Arc<Limiter>,
 }
 
 /// The compiled config that requests run against.
@@ -105,6 +110,9 @@ pub enum RuntimeError {
     /// A secret could not be read.
     #[error(transparent)]
     Secret(#[from] crate::config::SecretError),
+    /// A rate-limit rule could not be compiled.
+    #[error("{0}")]
+    RateLimit(String),
     /// The JWT settings could not be used.
     #[error("auth.jwt: {0}")]
     Jwt(String),
@@ -130,7 +138,6 @@ impl Runtime {
         previous: Option<&Runtime>,
         services: &Services,
     ) -> Result<Runtime, RuntimeError> {
-        let metrics = &services.metrics;
         let mut pools = HashMap::new();
         for u in &config.upstreams {
             let reused = previous
@@ -146,7 +153,7 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .map(|r| compile_route(r, &pools, metrics))
+            .map(|r| compile_route(r, &pools, &config, services))
             .collect::<Result<Vec<_>, _>>()?;
         let router = Router::build(&config.routes);
         let s = &config.server;
@@ -304,8 +311,28 @@ fn compile_api_keys(
 fn compile_route(
     r: &RouteConfig,
     pools: &HashMap<String, Arc<Pool>>,
-    metrics: &Metrics,
+    config: &Config,
+    services: &Services,
 ) -> Result<Route, RuntimeError> {
+    let metrics = &services.metrics;
+    let claim_header = |claim: &str| {
+        config
+            .auth
+            .jwt
+            .as_ref()
+            .and_then(|j| j.claims_to_headers.get(claim))
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+    };
+    let rate_limit = RoutePolicy::compile(
+        &r.name,
+        &r.rate_limits,
+        r.rate_limit_on_store_error,
+        &config.rate_limit,
+        &services.auth.store,
+        services.limiter.metrics(),
+        claim_header,
+    )
+    .map_err(|e| RuntimeError::RateLimit(format!("route {:?}: {e}", r.name)))?;
     let pool = pools
         .get(&r.upstream)
         .cloned()
@@ -353,6 +380,7 @@ fn compile_route(
             forward_credentials: r.forward_credentials,
             on_store_error: r.auth_on_store_error,
         },
+        rate_limit,
     })
 }
 

@@ -16,6 +16,7 @@ use crate::config::read_secret;
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::pool::run_health_checks;
 use crate::proxy::Gateway;
+use crate::ratelimit::{Limiter, RateMetrics};
 use crate::runtime::{RuntimeHandle, Services};
 use crate::store::Store;
 use std::time::Duration;
@@ -131,12 +132,21 @@ pub fn services(config: &crate::config::Config) -> Result<Services, StartError> 
         c.negative_ttl.ok().map_or(Duration::from_secs(5), |d| d.0),
         CacheMetrics::new(metrics.registry()),
     );
+    let limiter = Arc::new(Limiter::new(
+        store.clone(),
+        &config.rate_limit,
+        RateMetrics::new(metrics.registry()),
+    ));
     let auth = Arc::new(AuthShared {
         store,
         cache,
         metrics: AuthMetrics::new(metrics.registry()),
     });
-    Ok(Services { metrics, auth })
+    Ok(Services {
+        metrics,
+        auth,
+        limiter,
+    })
 }
 
 /// Runs health checks for the current pools and reloads the config on SIGHUP.

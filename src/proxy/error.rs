@@ -27,6 +27,10 @@ pub enum GatewayError {
     UpstreamTimeout,
     /// A bug or resource problem inside the gateway.
     Internal,
+    /// A rate limit denied the request; seconds until it would be admitted.
+    RateLimited(u64),
+    /// The store failed and the route refuses requests it cannot count.
+    RateLimiterUnavailable,
     /// Authentication failed; the challenge goes into `WWW-Authenticate`.
     Auth(AuthFailure, Option<&'static str>),
 }
@@ -43,6 +47,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
             GatewayError::Auth(f, _) => f.status(),
+            GatewayError::RateLimited(_) => 429,
+            GatewayError::RateLimiterUnavailable => 503,
         }
     }
 
@@ -58,6 +64,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Internal => "internal_error",
             GatewayError::Auth(f, _) => f.code(),
+            GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
         }
     }
 
@@ -73,6 +81,12 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "the upstream peer did not answer in time",
             GatewayError::Internal => "the gateway failed to handle the request",
             GatewayError::Auth(f, _) => f.message(),
+            GatewayError::RateLimited(_) => {
+                "too many requests; retry after the time in Retry-After"
+            }
+            GatewayError::RateLimiterUnavailable => {
+                "rate limits cannot be checked right now; retry later"
+            }
         }
     }
 
@@ -121,8 +135,12 @@ impl GatewayError {
             GatewayError::Auth(_, Some(challenge)) => {
                 resp.insert_header(http::header::WWW_AUTHENTICATE, *challenge)?;
             }
-            GatewayError::Auth(AuthFailure::StoreUnavailable, _) => {
+            GatewayError::Auth(AuthFailure::StoreUnavailable, _)
+            | GatewayError::RateLimiterUnavailable => {
                 resp.insert_header(http::header::RETRY_AFTER, "1")?;
+            }
+            GatewayError::RateLimited(secs) => {
+                resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
             }
             _ => {}
         }

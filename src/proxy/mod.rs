@@ -22,6 +22,7 @@ use crate::config::{AuthMethod, HashKey};
 use crate::observe::{
     accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, RequestId,
 };
+use crate::ratelimit::{Quota, RequestFacts, Verdict};
 use crate::runtime::{Route, Runtime, RuntimeHandle};
 use error::GatewayError;
 use router::RouteMatch;
@@ -53,6 +54,8 @@ pub struct RequestCtx {
     error_status: Option<u16>,
     /// Who the request is from, once authenticated.
     principal: Option<Arc<Principal>>,
+    /// Rate-limit usage to report in the response headers.
+    quota: Option<Quota>,
 }
 
 impl Gateway {
@@ -66,6 +69,50 @@ impl Gateway {
             runtime,
             metrics,
             access_log,
+        }
+    }
+}
+
+impl Gateway {
+    /// Decides the route's rate limits; the quota goes into the context for the headers.
+    async fn rate_limit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), GatewayError> {
+        let (Some(rt), Some(i)) = (&ctx.runtime, ctx.route) else {
+            return Ok(());
+        };
+        let Some(route) = rt.routes.get(i) else {
+            return Ok(());
+        };
+        if route.rate_limit.is_empty() {
+            return Ok(());
+        }
+        let facts = RequestFacts {
+            client_ip: client_ip(session),
+            principal: ctx.principal.as_deref(),
+            headers: &session.req_header().headers,
+        };
+        match self
+            .runtime
+            .services()
+            .limiter
+            .check(&route.rate_limit, &facts)
+            .await
+        {
+            Verdict::Admitted(quota) => {
+                ctx.quota = quota;
+                Ok(())
+            }
+            Verdict::Denied {
+                quota,
+                retry_after_secs,
+            } => {
+                ctx.quota = Some(quota);
+                Err(GatewayError::RateLimited(retry_after_secs))
+            }
+            Verdict::Unavailable => Err(GatewayError::RateLimiterUnavailable),
         }
     }
 }
@@ -121,10 +168,25 @@ async fn respond_error(
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     let body = err.body(&ctx.request_id);
-    let resp = err.response_header(&ctx.request_id, body.len())?;
+    let mut resp = err.response_header(&ctx.request_id, body.len())?;
+    add_rate_limit_headers(&mut resp, ctx)?;
     ctx.error_status = Some(err.status());
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Adds the rate-limit headers of the request's quota, if it has one.
+fn add_rate_limit_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    let (Some(quota), Some(route)) = (ctx.quota.as_ref(), ctx.route()) else {
+        return Ok(());
+    };
+    let mut result = Ok(());
+    route.rate_limit.write_headers(quota, |name, value| {
+        if result.is_ok() {
+            result = resp.insert_header(name, value);
+        }
+    });
+    result
 }
 
 /// Runs the route's authentication and stores the principal in the context.
@@ -246,6 +308,7 @@ impl ProxyHttp for Gateway {
             upstream_duration: None,
             error_status: None,
             principal: None,
+            quota: None,
         }
     }
 
@@ -289,6 +352,10 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if let Err(err) = authenticate(session, ctx).await {
+            respond_error(session, &err, ctx).await?;
+            return Ok(true);
+        }
+        if let Err(err) = self.rate_limit(session, ctx).await {
             respond_error(session, &err, ctx).await?;
             return Ok(true);
         }
@@ -416,6 +483,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        add_rate_limit_headers(resp, ctx)?;
         if let Some(route) = ctx.route() {
             for name in &route.response_remove {
                 resp.remove_header(name);

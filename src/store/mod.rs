@@ -228,6 +228,23 @@ impl Store {
         dispatch!(self, "set_members", s => s.set_members(key).await)
     }
 
+    /// Runs a Lua script (EVALSHA, loading it on NOSCRIPT) whose reply is a list of integers.
+    /// Only Redis runs scripts; the in-process store answers `Protocol`.
+    pub async fn eval_ints(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Vec<i64>, StoreError> {
+        let start = Instant::now();
+        let result = match self {
+            Store::Memory(_) => Err(StoreError::Protocol("scripts need Redis".into())),
+            Store::Redis(s) => s.eval_ints(script, keys, args).await,
+        };
+        self.metrics().observe("eval", start, &result);
+        result
+    }
+
     /// Tells every node (this one included) to drop `key` from its local caches.
     pub async fn publish_invalidation(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, "publish", s => s.publish(key).await)

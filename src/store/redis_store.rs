@@ -179,6 +179,27 @@ impl RedisStore {
         }
     }
 
+    pub(super) async fn eval_ints(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = script.prepare_invoke();
+        for k in keys {
+            call.key(k);
+        }
+        for a in args {
+            call.arg(a);
+        }
+        match tokio::time::timeout(self.op_timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await
+        {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(r) => r.map_err(map_error),
+        }
+    }
+
     pub(super) async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
         let _: i64 = self.query(redis::cmd("SREM").arg(key).arg(member)).await?;
         Ok(())

@@ -1,0 +1,532 @@
+//! Rate limiting: every rule of a route decided in one atomic store call, exact across any
+//! number of gateway nodes (see [`algorithm`] for the semantics and [`script`] for the Redis
+//! side). Policies are compiled once per config load; the hot path builds the counter keys,
+//! makes one call and renders the headers.
+//!
+//! When the store fails, a route follows its `rate_limit_on_store_error`: admit, refuse, or
+//! enforce the limit in process divided by the node count; a [`breaker::Breaker`] stops calling
+//! a failing store for a short backoff so requests do not each wait out the deadline.
+
+pub mod algorithm;
+pub mod breaker;
+pub mod local;
+pub mod script;
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use sha2::{Digest, Sha256};
+
+use crate::auth::Principal;
+use crate::config::{RateAlgorithm, RateLimitConfig, RateLimitFailure, RateLimitRule};
+use crate::store::{Store, StoreError};
+use algorithm::{Algorithm, Decision, RuleCheck};
+use breaker::{Breaker, Permit};
+use local::LocalLimiter;
+
+/// What a rule counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// The client's IP address.
+    Ip,
+    /// The authenticated consumer; the IP for anonymous requests.
+    Consumer,
+    /// Everyone on the route together.
+    Route,
+    /// The value of a request header ("-" when absent).
+    Header(HeaderName),
+    /// A JWT claim, via the upstream header `claims_to_headers` maps it to.
+    Claim(HeaderName),
+}
+
+impl Subject {
+    /// Parses `by`; `claim_header` maps a claim name to its `claims_to_headers` header.
+    pub fn parse(
+        by: &str,
+        claim_header: impl Fn(&str) -> Option<HeaderName>,
+    ) -> Result<Subject, String> {
+        match by {
+            "ip" => Ok(Subject::Ip),
+            "consumer" => Ok(Subject::Consumer),
+            "route" => Ok(Subject::Route),
+            _ => {
+                if let Some(name) = by.strip_prefix("header:") {
+                    return HeaderName::from_bytes(name.trim().as_bytes())
+                        .map(Subject::Header)
+                        .map_err(|_| format!("{name:?} is not a valid header name"));
+                }
+                if let Some(claim) = by.strip_prefix("claim:") {
+                    return claim_header(claim.trim())
+                        .map(Subject::Claim)
+                        .ok_or_else(|| {
+                            format!(
+                                "claim {claim:?} must be listed in [auth.jwt] claims_to_headers"
+                            )
+                        });
+                }
+                Err(format!(
+                    "{by:?}: use \"ip\", \"consumer\", \"route\", \"header:<name>\" or \"claim:<name>\""
+                ))
+            }
+        }
+    }
+}
+
+/// Per-rule counters, resolved once per config load so the hot path does no label lookups.
+struct RuleMetrics {
+    allowed: IntCounter,
+    denied: IntCounter,
+    shadow_denied: IntCounter,
+    store_error: IntCounter,
+    near_limit: IntCounter,
+}
+
+/// A rule, compiled.
+pub struct CompiledRule {
+    /// Rule name.
+    pub name: String,
+    subject: Subject,
+    limit: u64,
+    plan_limits: Vec<(String, u64)>,
+    window_ms: u64,
+    algorithm: Algorithm,
+    cost: u64,
+    shadow: bool,
+    count_denied: bool,
+    metrics: RuleMetrics,
+}
+
+/// A route's rate-limit policy.
+pub struct RoutePolicy {
+    rules: Vec<CompiledRule>,
+    on_store_error: RateLimitFailure,
+    /// `<prefix>rl:{<route>}:`; the route is the hash tag, so one call touches one slot.
+    key_prefix: String,
+    /// `RateLimit-Policy`, rendered once.
+    policy_header: Option<HeaderValue>,
+    legacy_headers: bool,
+    node_count: u64,
+}
+
+/// The usage a response reports: the most restrictive rule's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Index of the rule.
+    pub rule: usize,
+    /// Its limit for this principal.
+    pub limit: u64,
+    /// Units left.
+    pub remaining: u64,
+    /// Seconds until the window's count is back to zero.
+    pub reset_secs: u64,
+}
+
+/// The answer for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go ahead; report the quota when there is one.
+    Admitted(Option<Quota>),
+    /// 429, with the time until a request would really be admitted.
+    Denied {
+        /// The denying rule's usage.
+        quota: Quota,
+        /// Seconds until a request of the same cost would be admitted.
+        retry_after_secs: u64,
+    },
+    /// The store failed and the route refuses in that case.
+    Unavailable,
+}
+
+/// What a request offers to be counted by.
+pub struct RequestFacts<'a> {
+    /// The client's IP.
+    pub client_ip: Option<IpAddr>,
+    /// The authenticated principal.
+    pub principal: Option<&'a Principal>,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// Rate-limit metrics.
+#[derive(Clone)]
+pub struct RateMetrics {
+    decisions: IntCounterVec,
+    near_limit: IntCounterVec,
+    breaker_open: IntGauge,
+}
+
+impl RateMetrics {
+    /// Registers the rate-limit metrics.
+    ///
+    /// # Panics
+    /// If registered twice (a wiring bug).
+    pub fn new(registry: &Registry) -> RateMetrics {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "portcullis_ratelimit_decisions_total",
+                "Rate-limit decisions by route, rule and outcome (allowed, denied, shadow_denied, store_error).",
+            ),
+            &["route", "rule", "outcome"],
+        )
+        .expect("valid metric");
+        let near_limit = IntCounterVec::new(
+            Opts::new(
+                "portcullis_ratelimit_near_limit_total",
+                "Admitted requests that left 20% or less of a rule's limit.",
+            ),
+            &["route", "rule"],
+        )
+        .expect("valid metric");
+        let breaker_open = IntGauge::new(
+            "portcullis_ratelimit_breaker_open",
+            "1 while the store circuit breaker is open or probing.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(near_limit.clone()),
+            Box::new(breaker_open.clone()),
+        ] {
+            registry
+                .register(c)
+                .expect("rate-limit metrics registered once");
+        }
+        RateMetrics {
+            decisions,
+            near_limit,
+            breaker_open,
+        }
+    }
+}
+
+// === impl RoutePolicy ===
+
+impl RoutePolicy {
+    /// Compiles a route's rules (validated config).
+    pub fn compile(
+        route: &str,
+        rules: &[RateLimitRule],
+        on_store_error: RateLimitFailure,
+        settings: &RateLimitConfig,
+        store: &Store,
+        metrics: &RateMetrics,
+        claim_header: impl Fn(&str) -> Option<HeaderName>,
+    ) -> Result<RoutePolicy, String> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        for r in rules {
+            let subject = Subject::parse(&r.by, &claim_header)
+                .map_err(|e| format!("rule {:?}: {e}", r.name))?;
+            let window_ms = r.window.ok().map_or(60_000, |d| d.0.as_millis() as u64);
+            let m = |outcome: &str| {
+                metrics
+                    .decisions
+                    .with_label_values(&[route, &r.name, outcome])
+            };
+            compiled.push(CompiledRule {
+                name: r.name.clone(),
+                subject,
+                limit: r.limit,
+                plan_limits: r.plan_limits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                window_ms,
+                algorithm: match r.algorithm {
+                    RateAlgorithm::SlidingWindow => Algorithm::SlidingWindow,
+                    RateAlgorithm::SlidingLog => Algorithm::SlidingLog,
+                },
+                cost: r.cost,
+                shadow: r.shadow,
+                count_denied: r.count_denied,
+                metrics: RuleMetrics {
+                    allowed: m("allowed"),
+                    denied: m("denied"),
+                    shadow_denied: m("shadow_denied"),
+                    store_error: m("store_error"),
+                    near_limit: metrics.near_limit.with_label_values(&[route, &r.name]),
+                },
+            });
+        }
+        let policy_header = render_policy(&compiled);
+        Ok(RoutePolicy {
+            rules: compiled,
+            on_store_error,
+            key_prefix: store.key("rl", route, ""),
+            policy_header,
+            legacy_headers: settings.legacy_headers,
+            node_count: u64::from(settings.node_count.max(1)),
+        })
+    }
+
+    /// Whether the route limits anything.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    fn limit_for(&self, rule: &CompiledRule, principal: Option<&Principal>) -> u64 {
+        let plan = principal.and_then(|p| p.plan.as_deref());
+        plan.and_then(|plan| rule.plan_limits.iter().find(|(p, _)| p == plan))
+            .map_or(rule.limit, |(_, l)| *l)
+    }
+
+    /// The checks of one request; `divide` scales limits down for the local fallback.
+    fn checks(&self, facts: &RequestFacts<'_>, divide: u64) -> Vec<RuleCheck> {
+        self.rules
+            .iter()
+            .map(|rule| {
+                let mut key = String::with_capacity(self.key_prefix.len() + rule.name.len() + 48);
+                key.push_str(&self.key_prefix);
+                key.push(':');
+                key.push_str(&rule.name);
+                key.push(':');
+                write_subject(&mut key, &rule.subject, facts);
+                RuleCheck {
+                    key,
+                    algorithm: rule.algorithm,
+                    limit: (self.limit_for(rule, facts.principal) / divide).max(1),
+                    window_ms: rule.window_ms,
+                    cost: rule.cost,
+                    shadow: rule.shadow,
+                    count_denied: rule.count_denied,
+                }
+            })
+            .collect()
+    }
+
+    /// Adds `RateLimit-Policy`, `RateLimit` and (when on) `X-RateLimit-*` for `quota`.
+    pub fn write_headers(&self, quota: &Quota, mut set: impl FnMut(&'static str, HeaderValue)) {
+        if let Some(p) = &self.policy_header {
+            set("ratelimit-policy", p.clone());
+        }
+        let Some(rule) = self.rules.get(quota.rule) else {
+            return;
+        };
+        let mut v = String::with_capacity(rule.name.len() + 24);
+        let _ = write!(
+            v,
+            "\"{}\";r={};t={}",
+            rule.name, quota.remaining, quota.reset_secs
+        );
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            set("ratelimit", v);
+        }
+        if self.legacy_headers {
+            set("x-ratelimit-limit", HeaderValue::from(quota.limit));
+            set("x-ratelimit-remaining", HeaderValue::from(quota.remaining));
+            set("x-ratelimit-reset", HeaderValue::from(quota.reset_secs));
+        }
+    }
+}
+
+/// `"<rule>";q=<limit>;w=<window seconds>` for every rule, joined by ", ".
+fn render_policy(rules: &[CompiledRule]) -> Option<HeaderValue> {
+    if rules.is_empty() {
+        return None;
+    }
+    let items: Vec<String> = rules
+        .iter()
+        .map(|r| format!("\"{}\";q={};w={}", r.name, r.limit, r.window_ms / 1000))
+        .collect();
+    HeaderValue::from_str(&items.join(", ")).ok()
+}
+
+/// Appends the subject part of a counter key. Values that are long or unusual are hashed, so
+/// keys stay short and a client cannot inject key syntax.
+fn write_subject(key: &mut String, subject: &Subject, facts: &RequestFacts<'_>) {
+    let ip = |key: &mut String| match facts.client_ip {
+        Some(ip) => {
+            let _ = write!(key, "ip:{ip}");
+        }
+        None => key.push_str("ip:-"),
+    };
+    match subject {
+        Subject::Ip => ip(key),
+        Subject::Route => key.push('_'),
+        Subject::Consumer => match facts.principal {
+            Some(p) => {
+                key.push_str("c:");
+                push_safe(key, p.consumer.as_bytes());
+            }
+            None => ip(key),
+        },
+        Subject::Header(name) => {
+            key.push_str("h:");
+            push_safe(key, facts.headers.get(name).map_or(b"-", |v| v.as_bytes()));
+        }
+        Subject::Claim(name) => {
+            key.push_str("claim:");
+            let value = facts
+                .principal
+                .and_then(|p| p.headers.iter().find(|(n, _)| n == name))
+                .map_or(&b"-"[..], |(_, v)| v.as_bytes());
+            push_safe(key, value);
+        }
+    }
+}
+
+fn push_safe(key: &mut String, value: &[u8]) {
+    let plain = value.len() <= 64
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':'));
+    if plain {
+        // Only ASCII bytes pass the check above.
+        key.push_str(std::str::from_utf8(value).unwrap_or("-"));
+    } else {
+        key.push('#');
+        key.push_str(&hex::encode(&Sha256::digest(value)[..16]));
+    }
+}
+
+/// The process-wide limiter: store access, local counters, breaker.
+pub struct Limiter {
+    store: Arc<Store>,
+    /// Counters of the in-process store.
+    local: LocalLimiter,
+    /// Counters for `on_store_error = "local"`.
+    fallback: LocalLimiter,
+    breaker: Breaker,
+    script: redis::Script,
+    nonce_prefix: u64,
+    nonce_seq: AtomicU64,
+    metrics: RateMetrics,
+}
+
+impl Limiter {
+    /// A limiter on `store` with the breaker settings of `[rate_limit]`.
+    pub fn new(store: Arc<Store>, settings: &RateLimitConfig, metrics: RateMetrics) -> Limiter {
+        let open_for = settings
+            .breaker_open_for
+            .ok()
+            .map_or(std::time::Duration::from_secs(1), |d| d.0);
+        Limiter {
+            store,
+            local: LocalLimiter::new(),
+            fallback: LocalLimiter::new(),
+            breaker: Breaker::new(settings.breaker_failures, open_for),
+            script: redis::Script::new(script::SCRIPT),
+            nonce_prefix: fastrand::u64(..),
+            nonce_seq: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// The metrics (for compiling policies).
+    pub fn metrics(&self) -> &RateMetrics {
+        &self.metrics
+    }
+
+    /// Decides a request against a route's policy.
+    pub async fn check(&self, policy: &RoutePolicy, facts: &RequestFacts<'_>) -> Verdict {
+        if policy.rules.is_empty() {
+            return Verdict::Admitted(None);
+        }
+        let checks = policy.checks(facts, 1);
+        let decided = match &*self.store {
+            Store::Memory(_) => Ok(self.local.decide_now(&checks)),
+            Store::Redis(_) => self.decide_in_store(&checks).await,
+        };
+        match decided {
+            Ok(decision) => verdict(policy, &checks, &decision),
+            Err(e) => self.on_store_error(policy, facts, &e),
+        }
+    }
+
+    fn on_store_error(
+        &self,
+        policy: &RoutePolicy,
+        facts: &RequestFacts<'_>,
+        e: &StoreError,
+    ) -> Verdict {
+        log::debug!("rate limit store call failed: {e}");
+        for rule in &policy.rules {
+            rule.metrics.store_error.inc();
+        }
+        match policy.on_store_error {
+            RateLimitFailure::Allow => Verdict::Admitted(None),
+            RateLimitFailure::Deny => Verdict::Unavailable,
+            RateLimitFailure::Local => {
+                let checks = policy.checks(facts, policy.node_count);
+                let decision = self.fallback.decide_now(&checks);
+                verdict(policy, &checks, &decision)
+            }
+        }
+    }
+
+    async fn decide_in_store(&self, checks: &[RuleCheck]) -> Result<Decision, StoreError> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Skip {
+            return Err(StoreError::Unavailable("circuit breaker open".into()));
+        }
+        let nonce = format!(
+            "{:x}.{:x}",
+            self.nonce_prefix,
+            self.nonce_seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let (keys, args) = script::script_args(checks, &nonce);
+        let result = self
+            .store
+            .eval_ints(&self.script, &keys, &args)
+            .await
+            .and_then(|reply| {
+                script::parse_reply(&reply, checks.len()).map_err(StoreError::Protocol)
+            });
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(_) => self.breaker.failure(permit == Permit::Probe),
+        }
+        self.metrics
+            .breaker_open
+            .set(i64::from(self.breaker.is_open()));
+        result
+    }
+}
+
+/// Turns a decision into a verdict and counts it.
+fn verdict(policy: &RoutePolicy, checks: &[RuleCheck], decision: &Decision) -> Verdict {
+    let mut worst: Option<Quota> = None;
+    let mut denying: Option<(Quota, u64)> = None;
+    for (i, (rule, out)) in policy.rules.iter().zip(&decision.rules).enumerate() {
+        let limit = checks.get(i).map_or(rule.limit, |c| c.limit);
+        let quota = Quota {
+            rule: i,
+            limit,
+            remaining: out.remaining,
+            reset_secs: out.reset_ms.div_ceil(1000),
+        };
+        if !out.allowed {
+            if rule.shadow {
+                rule.metrics.shadow_denied.inc();
+            } else {
+                rule.metrics.denied.inc();
+                let retry = out.retry_after_ms.div_ceil(1000).max(1);
+                if denying.is_none_or(|(_, r)| retry > r) {
+                    denying = Some((quota, retry));
+                }
+            }
+            continue;
+        }
+        if rule.shadow {
+            // Shadow rules are reported only in metrics, never to the client.
+            rule.metrics.allowed.inc();
+            continue;
+        }
+        if decision.admitted {
+            rule.metrics.allowed.inc();
+            if quota.remaining * 5 <= limit {
+                rule.metrics.near_limit.inc();
+            }
+        }
+        if worst.is_none_or(|w| quota.remaining * w.limit.max(1) < w.remaining * limit.max(1)) {
+            worst = Some(quota);
+        }
+    }
+    match (decision.admitted, denying) {
+        (false, Some((quota, retry_after_secs))) => Verdict::Denied {
+            quota,
+            retry_after_secs,
+        },
+        _ => Verdict::Admitted(worst),
+    }
+}
