@@ -509,6 +509,10 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.server.grace_period = old.server.grace_period.clone();
     new.admin = old.admin.clone();
     new.log.access_log = old.log.access_log.clone();
+    new.store = old.store.clone();
+    new.auth.cache = old.auth.cache.clone();
+    new.rate_limit.breaker_failures = old.rate_limit.breaker_failures;
+    new.rate_limit.breaker_open_for = old.rate_limit.breaker_open_for.clone();
 }
 
 /// Settings that a running process cannot change; a reload that changes them says so.
@@ -538,6 +542,17 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.log.access_log != new.log.access_log {
         out.push("log.access_log");
+    }
+    if old.store != new.store {
+        out.push("store");
+    }
+    if old.auth.cache != new.auth.cache {
+        out.push("auth.cache");
+    }
+    if old.rate_limit.breaker_failures != new.rate_limit.breaker_failures
+        || old.rate_limit.breaker_open_for != new.rate_limit.breaker_open_for
+    {
+        out.push("rate_limit.breaker_*");
     }
     out
 }
