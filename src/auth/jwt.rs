@@ -848,7 +848,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_non_string_jti_is_malformed_so_no_token_escapes_revocation() {
-        let ok = hs_verify(&with(claims(), "jti", json!("id-7")), "").await.expect("string jti");
+        let ok = hs_verify(&with(claims(), "jti", json!("id-7")), "")
+            .await
+            .expect("string jti");
         assert_eq!(ok.jti.as_deref(), Some("id-7"));
         for bad in [json!(4242), json!(["a"]), json!({"id": 1}), json!(null)] {
             let r = hs_verify(&with(claims(), "jti", bad.clone()), "").await;
