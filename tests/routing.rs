@@ -652,3 +652,36 @@ fn declared_body_over_max_body_size_gets_413_json() {
     assert_eq!(small.status, 200, "{}", small.body);
     assert_eq!(small.echo().0["body_len"], 512);
 }
+
+#[test]
+fn chunked_body_growing_over_max_body_size_gets_413_json() {
+    let svc = Upstream::spawn("svc");
+    let preamble = PREAMBLE.replace(
+        "grace_period = \"1s\"",
+        "grace_period = \"1s\"\nmax_body_size = \"1KiB\"",
+    );
+    let config = [
+        preamble,
+        upstream("svc", &[&svc], ""),
+        route("svc", "svc", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&config);
+
+    // No length is declared: the gateway must count the chunks as they arrive.
+    let mut conn = raw::RawConn::connect(gw.proxy_addr());
+    let mut request =
+        b"POST /upload HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        request.extend_from_slice(b"200\r\n");
+        request.extend_from_slice(&[b'x'; 512]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    conn.send(&request).expect("send request");
+    let response = conn.read_response().expect("a response").into_response();
+    assert_error(&response, 413, "payload_too_large");
+
+    let small = Client::new().post(&gw.url("/upload"), &[], &[b'x'; 512]);
+    assert_eq!(small.status, 200, "{}", small.body);
+}

@@ -56,6 +56,8 @@ pub struct RequestCtx {
     principal: Option<Arc<Principal>>,
     /// Rate-limit usage to report in the response headers.
     quota: Option<Quota>,
+    /// Request body bytes seen so far, against `max_body_size` for bodies without a length.
+    body_bytes: u64,
 }
 
 impl Gateway {
@@ -249,20 +251,14 @@ fn apply_identity(
         upstream.remove_header(&source.header);
         if let (Some(param), Some(query)) = (&source.query_param, upstream.uri.query()) {
             if query_value(query, param).is_some() {
-                let path = upstream.uri.path();
-                let uri = match query_without(query, param) {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.to_string(),
-                };
-                match uri.parse::<http::Uri>() {
-                    Ok(uri) => upstream.set_uri(uri),
-                    Err(_) => {
-                        return Error::e_explain(
-                            ErrorType::InvalidHTTPHeader,
-                            "uri after stripping the key",
-                        )
-                    }
-                }
+                let path = upstream.uri.path().to_string();
+                let query = query_without(query, param);
+                set_path_and_query(
+                    upstream,
+                    &path,
+                    query.as_deref(),
+                    "uri after stripping the key",
+                )?;
             }
         }
     }
@@ -270,6 +266,26 @@ fn apply_identity(
 }
 
 const X_CONSUMER_ID: &str = "x-consumer-id";
+
+/// Replaces the upstream request's path and query; `what` names the rewrite in the error.
+fn set_path_and_query(
+    upstream: &mut RequestHeader,
+    path: &str,
+    query: Option<&str>,
+    what: &'static str,
+) -> Result<()> {
+    let uri = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    match uri.parse::<http::Uri>() {
+        Ok(uri) => {
+            upstream.set_uri(uri);
+            Ok(())
+        }
+        Err(_) => Error::e_explain(ErrorType::InvalidHTTPHeader, what),
+    }
+}
 
 fn hash_key_bytes<'a>(key: &HashKey, session: &'a Session, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
     let req = session.req_header();
@@ -309,6 +325,7 @@ impl ProxyHttp for Gateway {
             error_status: None,
             principal: None,
             quota: None,
+            body_bytes: 0,
         }
     }
 
@@ -362,6 +379,26 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Content-Length was checked up front; this catches chunked bodies that grow too large.
+        if let (Some(chunk), Some(rt)) = (body.as_ref(), ctx.runtime.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > rt.max_body_size {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over max_body_size",
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -410,20 +447,9 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         if route.strip_prefix {
-            let path = router::strip_prefix(upstream.uri.path(), ctx.matched_len);
-            let new = match upstream.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            };
-            match new.parse::<http::Uri>() {
-                Ok(uri) => upstream.set_uri(uri),
-                Err(_) => {
-                    return Error::e_explain(
-                        ErrorType::InvalidHTTPHeader,
-                        "path after strip_prefix",
-                    )
-                }
-            }
+            let path = router::strip_prefix(upstream.uri.path(), ctx.matched_len).to_string();
+            let query = upstream.uri.query().map(str::to_string);
+            set_path_and_query(upstream, &path, query.as_deref(), "path after strip_prefix")?;
         }
         let original_host = session
             .req_header()
