@@ -1136,3 +1136,44 @@ fn malformed_keys_get_401_never_5xx() {
     // None of that hurt the gateway or the valid key.
     assert_eq!(with_key(&client, &gw, "/keyed", &good).status, 200);
 }
+
+#[test]
+fn stalled_redis_never_holds_a_request_past_the_deadline() {
+    let redis = Redis::start();
+    let svc = Upstream::spawn("svc");
+    let gw = node(&template(&svc, Some(&redis), ""), "off").start();
+    let client = Client::new();
+    let (cached, _) = create_key(&client, &gw, json!({"consumer": "jack"}));
+    let (fresh, _) = create_key(&client, &gw, json!({"consumer": "kate"}));
+    assert_eq!(with_key(&client, &gw, "/keyed", &cached).status, 200);
+
+    // Frozen, not dead: the TCP connection stays up and simply never answers.
+    redis.set_frozen(true);
+    for round in 0..3 {
+        let (response, took) = timed(|| with_key(&client, &gw, "/keyed", &fresh));
+        println!(
+            "redis frozen, round {round}: unknown key {} in {took:?}",
+            response.status
+        );
+        assert_error(&response, 503, "store_unavailable");
+        assert!(
+            took < Duration::from_millis(300),
+            "a stalled store held the request {took:?}"
+        );
+        let (response, took) = timed(|| with_key(&client, &gw, "/keyed", &cached));
+        assert_eq!(
+            response.status, 200,
+            "cached key while frozen: {}",
+            response.body
+        );
+        assert!(
+            took < Duration::from_millis(300),
+            "cached key took {took:?}"
+        );
+    }
+    redis.set_frozen(false);
+    let recovered = eventually(Duration::from_secs(5), || {
+        with_key(&client, &gw, "/keyed", &fresh).status == 200
+    });
+    assert!(recovered, "the key never worked again after Redis thawed");
+}

@@ -21,7 +21,15 @@ impl Redis {
     /// When `redis-server` is not installed (install the Debian package `redis-server`), or it
     /// does not answer PING within 10 s.
     pub fn start() -> Redis {
-        let port = free_port();
+        Redis::start_on(free_port())
+    }
+
+    /// Starts `redis-server` on `port` (e.g. the port of one that was just dropped, to stand
+    /// for a Redis restart: empty data, empty script cache) and waits until it answers PING.
+    ///
+    /// # Panics
+    /// As `start`, and when `port` is taken.
+    pub fn start_on(port: u16) -> Redis {
         let spawned = Command::new("redis-server")
             .args([
                 "--port",
@@ -61,7 +69,23 @@ impl Redis {
         }
     }
 
-    /// Its port.
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: connections stay open but nothing
+    /// answers, the way a stalled Redis looks to a client.
+    pub fn set_frozen(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} redis-server");
+    }
+
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
