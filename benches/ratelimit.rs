@@ -100,6 +100,7 @@ fn bench_rate_limit(c: &mut Criterion) {
         limit: 100,
         remaining: 42,
         reset_secs: 75,
+        policy: None,
     };
     group.bench_function("render_headers", |b| {
         b.iter(|| {

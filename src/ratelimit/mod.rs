@@ -113,7 +113,7 @@ pub struct RoutePolicy {
 }
 
 /// The usage a response reports: the most restrictive rule's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quota {
     /// Index of the rule.
     pub rule: usize,
@@ -123,10 +123,13 @@ pub struct Quota {
     pub remaining: u64,
     /// Seconds until the window's count is back to zero.
     pub reset_secs: u64,
+    /// `RateLimit-Policy` for this request when its limits differ from the configured ones
+    /// (a plan override, or the local fallback's share); `None` uses the pre-rendered one.
+    pub policy: Option<HeaderValue>,
 }
 
 /// The answer for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Go ahead; report the quota when there is one.
     Admitted(Option<Quota>),
@@ -279,7 +282,12 @@ impl RoutePolicy {
                 key.push_str(&self.key_prefix);
                 key.push(':');
                 key.push_str(&rule.name);
-                key.push(':');
+                // The algorithm is part of the key: switching it on reload starts new counters
+                // instead of running one algorithm's commands on the other's data type.
+                key.push_str(match rule.algorithm {
+                    Algorithm::SlidingWindow => ":w:",
+                    Algorithm::SlidingLog => ":l:",
+                });
                 write_subject(&mut key, &rule.subject, facts);
                 RuleCheck {
                     key,
@@ -296,7 +304,7 @@ impl RoutePolicy {
 
     /// Adds `RateLimit-Policy`, `RateLimit` and (when on) `X-RateLimit-*` for `quota`.
     pub fn write_headers(&self, quota: &Quota, mut set: impl FnMut(&'static str, HeaderValue)) {
-        if let Some(p) = &self.policy_header {
+        if let Some(p) = quota.policy.as_ref().or(self.policy_header.as_ref()) {
             set("ratelimit-policy", p.clone());
         }
         let Some(rule) = self.rules.get(quota.rule) else {
@@ -321,13 +329,21 @@ impl RoutePolicy {
 
 /// `"<rule>";q=<limit>;w=<window seconds>` for every rule, joined by ", ".
 fn render_policy(rules: &[CompiledRule]) -> Option<HeaderValue> {
-    if rules.is_empty() {
-        return None;
-    }
+    render_policy_with(rules, |i| rules.get(i).map_or(0, |r| r.limit))
+}
+
+/// Like `render_policy`, with the limit of rule `i` given by `limit(i)`. Shadow rules are left
+/// out: they never limit the client.
+fn render_policy_with(rules: &[CompiledRule], limit: impl Fn(usize) -> u64) -> Option<HeaderValue> {
     let items: Vec<String> = rules
         .iter()
-        .map(|r| format!("\"{}\";q={};w={}", r.name, r.limit, r.window_ms / 1000))
+        .enumerate()
+        .filter(|(_, r)| !r.shadow)
+        .map(|(i, r)| format!("\"{}\";q={};w={}", r.name, limit(i), r.window_ms / 1000))
         .collect();
+    if items.is_empty() {
+        return None;
+    }
     HeaderValue::from_str(&items.join(", ")).ok()
 }
 
@@ -473,7 +489,9 @@ impl Limiter {
                 script::parse_reply(&reply, checks.len()).map_err(StoreError::Protocol)
             });
         match &result {
-            Ok(_) => self.breaker.success(),
+            // A protocol error is an answer: Redis is up, one key's data is not what the script
+            // expects. Opening the breaker for it would stop every route on this node.
+            Ok(_) | Err(StoreError::Protocol(_)) => self.breaker.success(),
             Err(_) => self.breaker.failure(permit == Permit::Probe),
         }
         self.metrics
@@ -487,6 +505,16 @@ impl Limiter {
 fn verdict(policy: &RoutePolicy, checks: &[RuleCheck], decision: &Decision) -> Verdict {
     let mut worst: Option<Quota> = None;
     let mut denying: Option<(Quota, u64)> = None;
+    let overridden = policy
+        .rules
+        .iter()
+        .zip(checks)
+        .any(|(rule, check)| rule.limit != check.limit);
+    let request_policy = if overridden {
+        render_policy_with(&policy.rules, |i| checks.get(i).map_or(0, |c| c.limit))
+    } else {
+        None
+    };
     for (i, (rule, out)) in policy.rules.iter().zip(&decision.rules).enumerate() {
         let limit = checks.get(i).map_or(rule.limit, |c| c.limit);
         let quota = Quota {
@@ -494,6 +522,7 @@ fn verdict(policy: &RoutePolicy, checks: &[RuleCheck], decision: &Decision) -> V
             limit,
             remaining: out.remaining,
             reset_secs: out.reset_ms.div_ceil(1000),
+            policy: request_policy.clone(),
         };
         if !out.allowed {
             if rule.shadow {
@@ -501,7 +530,7 @@ fn verdict(policy: &RoutePolicy, checks: &[RuleCheck], decision: &Decision) -> V
             } else {
                 rule.metrics.denied.inc();
                 let retry = out.retry_after_ms.div_ceil(1000).max(1);
-                if denying.is_none_or(|(_, r)| retry > r) {
+                if denying.as_ref().is_none_or(|(_, r)| retry > *r) {
                     denying = Some((quota, retry));
                 }
             }
@@ -518,7 +547,10 @@ fn verdict(policy: &RoutePolicy, checks: &[RuleCheck], decision: &Decision) -> V
                 rule.metrics.near_limit.inc();
             }
         }
-        if worst.is_none_or(|w| quota.remaining * w.limit.max(1) < w.remaining * limit.max(1)) {
+        let tighter = worst
+            .as_ref()
+            .is_none_or(|w| quota.remaining * w.limit.max(1) < w.remaining * limit.max(1));
+        if tighter {
             worst = Some(quota);
         }
     }
