@@ -314,6 +314,7 @@ class Bench:
         self.nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
         self.loadgen = os.path.join(RELEASE, "portcullis-loadgen")
         self.gateway_bin = os.path.join(RELEASE, "portcullis")
+        self.floor_bin = os.path.join(RELEASE, "examples", "pingora_floor")
         self.rows = []
         self.crashes = []
         # Responses each scenario got, every run included, to check the access logs against.
@@ -429,6 +430,16 @@ class Bench:
                     self.proxy_cpu, self.tmp)
         url = f"http://127.0.0.1:{port}/"
         wait_until("nginx proxy", lambda: http("GET", url)[0] == 200, proc=proc)
+        return proc, url
+
+    def start_floor(self):
+        """examples/pingora_floor.rs: Pingora with no logic, on the proxy CPU."""
+        port = free_port()
+        proc = Proc("pingora-floor", [self.floor_bin, f"127.0.0.1:{port}",
+                                      f"127.0.0.1:{self.upstream_port}"],
+                    self.proxy_cpu, self.tmp, env=dict(os.environ, RUST_LOG="warn"))
+        url = f"http://127.0.0.1:{port}/"
+        wait_until("pingora floor", lambda: http("GET", url)[0] == 200, proc=proc)
         return proc, url
 
     def start_gateway(self, scenario, node, extra=None):
@@ -711,10 +722,21 @@ class Bench:
                     row["problems"].append(f"nginx proxy exit code {code}")
             self.direct_reference(row)
 
+        def pingora_floor(row):
+            proc, url = self.start_floor()
+            try:
+                self.measure(row, [proc], [url])
+            finally:
+                proc.stop()
+            self.direct_reference(row)
+
         key_header = lambda gw: [f"X-Api-Key: {self.create_key(gw)}"]  # noqa: E731
         self.scenario("1", "direct to upstream", "direct", direct,
                       "the ceiling: load generator and upstream share the client CPU")
         self.scenario("2", "gateway, plain route", "gateway", self.gateway_scenario("plain"))
+        self.scenario("2f", "Pingora, no logic (floor)", "floor", pingora_floor,
+                      "examples/pingora_floor.rs: fixed peer, no filters; same allocator and "
+                      "runtime settings as the gateway")
         self.scenario("3", "nginx proxy_pass (reference)", "nginx", nginx_proxy,
                       "1 worker, upstream keepalive 64")
         self.scenario("4", "gateway + API key", "gateway",

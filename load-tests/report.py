@@ -14,7 +14,7 @@ from html import escape
 
 # Short labels for the chart and the text table.
 SHORT = {
-    "1": "direct", "2": "plain", "3": "nginx", "4": "api-key", "5a": "jwt-hs256",
+    "1": "direct", "2": "plain", "2f": "floor", "3": "nginx", "4": "api-key", "5a": "jwt-hs256",
     "5b": "jwt-rs256", "6": "limit", "7": "edge", "8": "3 nodes", "9": "cache",
 }
 GATEWAY_KINDS = ("gateway", "cluster")
@@ -80,6 +80,16 @@ def targets(results):
     else:
         add("plain route ≥ 0.8× nginx's requests/s", "not measured", None)
         add("plain route ≤ 1.25× nginx's CPU per request", "not measured", None)
+    floor = r.get("2f")
+    if measured(floor) and measured(nginx) and measured(plain):
+        cf, cn, cp = (cpu_per_request_us(floor), cpu_per_request_us(nginx),
+                      cpu_per_request_us(plain))
+        if cf and cn and cp:
+            # Context, not a target: how much of the gap is Pingora's and how much ours.
+            add("context: Pingora with no logic vs nginx (not a target)",
+                f"{floor['max']['rps'] / max(1, nginx['max']['rps']):.2f}×", None,
+                f"{cf:.1f} µs CPU per request vs nginx {cn:.1f}; the plain route adds "
+                f"{cp - cf:.1f} µs over this floor")
 
     if measured(plain) and measured(edge):
         ratio = edge["max"]["rps"] / max(1, plain["max"]["rps"])
@@ -125,7 +135,7 @@ def targets(results):
 
 
 def mark(met):
-    return {True: "met", False: "**missed**", None: "unknown"}[met]
+    return {True: "met", False: "**missed**", None: "—"}[met]
 
 
 # === tables ===
@@ -367,6 +377,7 @@ def chart_svg(results):
         bar_w = slot * 0.6
         y = y_rps(r["max"]["rps"])
         colour = {"gateway": "#3b6ea5", "cluster": "#2d4f78", "nginx": "#6aa84f",
+                  "floor": "#c27c0e",
                   "direct": "#999999"}.get(r["kind"], "#3b6ea5")
         s.append(f'<rect x="{x + slot * 0.2:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
                  f'height="{top + plot_h - y:.1f}" fill="{colour}"><title>{escape(r["name"])}: '

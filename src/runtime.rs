@@ -506,6 +506,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.server.listen = old.server.listen.clone();
     new.server.tls = old.server.tls.clone();
     new.server.threads = old.server.threads;
+    new.server.work_stealing = old.server.work_stealing;
     new.server.grace_period = old.server.grace_period.clone();
     new.admin = old.admin.clone();
     new.log.access_log = old.log.access_log.clone();
@@ -533,6 +534,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.server.threads != new.server.threads {
         out.push("server.threads");
+    }
+    if old.server.work_stealing != new.server.work_stealing {
+        out.push("server.work_stealing");
     }
     if old.server.grace_period != new.server.grace_period {
         out.push("server.grace_period");

@@ -310,6 +310,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsListenerConfig>,
     /// Worker threads of the proxy service (needs a restart to change).
     pub threads: usize,
+    /// Whether the proxy threads share one work-stealing runtime (true) or each run their own
+    /// single-threaded runtime (false, faster: no cross-thread wakeups). Restart to change.
+    pub work_stealing: bool,
     /// How long an idle HTTP/1.1 keep-alive connection is kept open.
     pub keepalive_timeout: Lenient<Dur>,
     /// On SIGTERM: Pingora stops accepting, then waits this long (whole seconds, rounded up)
@@ -327,6 +330,7 @@ impl Default for ServerConfig {
             listen: vec![Lenient::new("127.0.0.1:8080")],
             tls: None,
             threads: 1,
+            work_stealing: false,
             keepalive_timeout: Lenient::new("60s"),
             grace_period: Lenient::new("5s"),
             trusted_proxies: Vec::new(),

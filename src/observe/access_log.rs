@@ -4,9 +4,11 @@
 //! Secrets never reach a line: credentials headers are not logged at all unless named in
 //! `log_headers`, and then only as `[REDACTED]`; sensitive query values are replaced likewise.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use prometheus::IntCounter;
 
@@ -168,10 +170,26 @@ pub struct AccessRecord<'a> {
     pub headers: &'a http::HeaderMap,
 }
 
+/// Lines queue in one shared buffer; the writer thread takes the whole buffer when it passes
+/// this size, or every `FLUSH_EVERY`, whichever comes first.
+const FLUSH_AT: usize = 64 * 1024;
+/// The longest a line waits in memory before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Past this many bytes waiting (a stuck disk or pipe), new lines are dropped and counted.
+const MAX_PENDING: usize = 8 * 1024 * 1024;
+
 /// Where access-log lines go.
 pub struct AccessLog {
-    sender: Option<SyncSender<String>>,
+    pending: Option<Arc<Pending>>,
     dropped: IntCounter,
+}
+
+/// The lines formatted but not yet written. A proxy thread appends under the lock (a memcpy);
+/// it never wakes the writer except when the buffer passes `FLUSH_AT`, so under load the
+/// writer costs a few wakeups a second instead of one per request.
+struct Pending {
+    buf: Mutex<Vec<u8>>,
+    full: Condvar,
 }
 
 impl AccessLog {
@@ -180,7 +198,7 @@ impl AccessLog {
         let sink: Box<dyn Write + Send> = match destination {
             "off" => {
                 return Ok(AccessLog {
-                    sender: None,
+                    pending: None,
                     dropped,
                 })
             }
@@ -192,64 +210,125 @@ impl AccessLog {
                     .open(path)?,
             ),
         };
-        let (sender, receiver) = sync_channel(16 * 1024);
+        let pending = Arc::new(Pending {
+            buf: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
+            full: Condvar::new(),
+        });
+        let writer = pending.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(receiver, sink))?;
+            .spawn(move || write_lines(&writer, sink))?;
         Ok(AccessLog {
-            sender: Some(sender),
+            pending: Some(pending),
             dropped,
         })
     }
 
-    /// Formats and queues one line; never blocks.
+    /// Formats and queues one line; never blocks on I/O.
     pub fn record(&self, redactor: &Redactor, r: &AccessRecord<'_>) {
-        let Some(sender) = &self.sender else {
+        let Some(pending) = &self.pending else {
             return;
         };
-        let line = format_line(redactor, r);
-        match sender.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            format_line_into(&mut line, redactor, r);
+            let mut buf = pending.buf.lock().unwrap_or_else(PoisonError::into_inner);
+            if buf.len() + line.len() > MAX_PENDING {
+                drop(buf);
+                self.dropped.inc();
+                return;
+            }
+            let was_below = buf.len() < FLUSH_AT;
+            buf.extend_from_slice(line.as_bytes());
+            if was_below && buf.len() >= FLUSH_AT {
+                pending.full.notify_one();
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// Each proxy thread formats into its own reused buffer, outside the shared lock.
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
+
+/// The writer thread: takes the pending lines when the buffer fills or every `FLUSH_EVERY`,
+/// writes them in one call, and flushes.
+fn write_lines(pending: &Pending, mut sink: Box<dyn Write + Send>) {
+    let mut batch = Vec::with_capacity(FLUSH_AT * 2);
+    loop {
+        {
+            let mut buf = pending.buf.lock().unwrap_or_else(PoisonError::into_inner);
+            if buf.len() < FLUSH_AT {
+                buf = pending
+                    .full
+                    .wait_timeout(buf, FLUSH_EVERY)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            std::mem::swap(&mut *buf, &mut batch);
+        }
+        if !batch.is_empty() {
+            // A failing sink (disk full, closed pipe) loses these lines; the proxy goes on.
+            let _ = sink.write_all(&batch);
+            let _ = sink.flush();
+            batch.clear();
         }
     }
 }
 
-fn write_lines(receiver: Receiver<String>, sink: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
-    while let Ok(line) = receiver.recv() {
-        let _ = out.write_all(line.as_bytes());
-        // Drain what is queued, then flush once: batches under load, prompt when idle.
-        while let Ok(line) = receiver.try_recv() {
-            let _ = out.write_all(line.as_bytes());
-        }
-        let _ = out.flush();
-    }
-}
-
+#[cfg(test)]
 fn format_line(redactor: &Redactor, r: &AccessRecord<'_>) -> String {
-    let mut s = String::with_capacity(320);
+    let mut s = String::new();
+    format_line_into(&mut s, redactor, r);
+    s
+}
+
+/// Writes the current UTC time as `2026-01-02T03:04:05.678Z`. The part up to the seconds is
+/// computed once a second per thread, not per line.
+fn write_time(s: &mut String) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            cached.1.clear();
+            let _ = write!(
+                cached.1,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                t.month() as u8,
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            cached.0 = secs;
+        }
+        s.push_str(&cached.1);
+    });
+    let _ = write!(s, ".{:03}Z", since_epoch.subsec_millis());
+}
+
+fn format_line_into(s: &mut String, redactor: &Redactor, r: &AccessRecord<'_>) {
     s.push_str("{\"time\":\"");
-    let now = time::OffsetDateTime::now_utc();
-    let _ = write!(
-        s,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        now.year(),
-        now.month() as u8,
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond()
-    );
+    write_time(s);
     s.push_str("\",\"request_id\":\"");
-    json_escape_into(&mut s, r.request_id);
+    json_escape_into(s, r.request_id);
     s.push_str("\",\"route\":\"");
-    json_escape_into(&mut s, r.route);
+    json_escape_into(s, r.route);
     s.push_str("\",\"method\":\"");
-    json_escape_into(&mut s, r.method);
+    json_escape_into(s, r.method);
     s.push_str("\",\"path\":\"");
-    redactor.write_path(&mut s, r.path);
+    redactor.write_path(s, r.path);
     let _ = write!(
         s,
         "\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3}",
@@ -290,13 +369,12 @@ fn format_line(redactor: &Redactor, r: &AccessRecord<'_>) -> String {
             if *sensitive {
                 s.push_str(REDACTED);
             } else {
-                json_escape_into(&mut s, &String::from_utf8_lossy(value.as_bytes()));
+                json_escape_into(s, &String::from_utf8_lossy(value.as_bytes()));
             }
             s.push('"');
         }
     }
     s.push_str("}}\n");
-    s
 }
 
 /// Appends `value` as the inside of a JSON string.

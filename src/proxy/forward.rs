@@ -31,8 +31,22 @@ pub fn is_upgrade(req: &RequestHeader) -> bool {
         })
 }
 
+/// Whether a header is hop-by-hop by itself (without being named in `Connection`).
+fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    *name == CONNECTION
+        || *name == TE
+        || *name == TRAILER
+        || *name == UPGRADE
+        || HOP_BY_HOP.contains(&name.as_str())
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(req: &mut RequestHeader) {
+    // Most requests carry none: one pass over the names spares a removal (a hash lookup in
+    // two maps) per hop-by-hop name.
+    if !req.headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let upgrade = is_upgrade(req);
     let named: Vec<String> = req
         .headers
@@ -71,22 +85,22 @@ pub fn set_forwarded_headers(
     https: bool,
     original_host: Option<&HeaderValue>,
 ) -> pingora::Result<()> {
-    let client = client_ip.map(|ip| ip.to_string());
     let existing_xff = if trusted {
         joined(req, X_FORWARDED_FOR)
     } else {
         None
     };
-    match (existing_xff, client) {
+    match (existing_xff, client_ip) {
         (Some(prev), Some(c)) => req.insert_header(X_FORWARDED_FOR, format!("{prev}, {c}"))?,
         (Some(prev), None) => req.insert_header(X_FORWARDED_FOR, prev)?,
-        (None, Some(c)) => req.insert_header(X_FORWARDED_FOR, c)?,
+        (None, Some(c)) => req.insert_header(X_FORWARDED_FOR, ip_header_value(c))?,
         (None, None) => {
             req.remove_header(X_FORWARDED_FOR);
         }
     }
     if !(trusted && req.headers.contains_key(X_FORWARDED_PROTO)) {
-        req.insert_header(X_FORWARDED_PROTO, if https { "https" } else { "http" })?;
+        let proto = HeaderValue::from_static(if https { "https" } else { "http" });
+        req.insert_header(X_FORWARDED_PROTO, proto)?;
     }
     if !(trusted && req.headers.contains_key(X_FORWARDED_HOST)) {
         match original_host {
@@ -97,6 +111,21 @@ pub fn set_forwarded_headers(
         }
     }
     Ok(())
+}
+
+/// An IP address as a header value, formatted on the stack (no intermediate `String`).
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write as _;
+    // The longest textual IPv6 address (IPv4-mapped, full form) is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let written = write!(cursor, "{ip}").is_ok();
+    let len = cursor.position() as usize;
+    match HeaderValue::from_bytes(&buf[..len]) {
+        Ok(v) if written => v,
+        // Unreachable for an IpAddr's Display, but never panic on the hot path.
+        _ => HeaderValue::from_static("unknown"),
+    }
 }
 
 /// All values of a header joined with ", ", if any are valid text.
@@ -155,6 +184,29 @@ mod tests {
             r.headers.get("connection").map(|v| v.as_bytes()),
             Some(&b"upgrade"[..])
         );
+    }
+
+    #[test]
+    fn requests_without_hop_by_hop_headers_are_left_alone() {
+        let mut r = req(&[("host", "a"), ("x-kept", "1"), ("accept", "*/*")]);
+        remove_hop_by_hop(&mut r);
+        assert_eq!(r.headers.len(), 3);
+        let mut r = req(&[("host", "a"), ("upgrade", "h2c")]);
+        remove_hop_by_hop(&mut r);
+        assert!(
+            !r.headers.contains_key("upgrade"),
+            "upgrade without Connection goes"
+        );
+    }
+
+    #[test]
+    fn ip_values_render_both_families() {
+        let v6: IpAddr = "2001:db8::ffff:1.2.3.4".parse().expect("ip");
+        assert_eq!(ip_header_value(v6), "2001:db8::ffff:102:304");
+        let v4: IpAddr = "255.255.255.255".parse().expect("ip");
+        assert_eq!(ip_header_value(v4), "255.255.255.255");
+        let long: IpAddr = "::ffff:255.255.255.255".parse().expect("ip");
+        assert_eq!(ip_header_value(long), long.to_string().as_str());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
@@ -41,6 +42,9 @@ pub struct Gateway {
 pub struct RequestCtx {
     start: Instant,
     request_id: RequestId,
+    /// The same id as a header value, built once and shared with the upstream request and the
+    /// response (a reference-count bump each, not a copy).
+    request_id_header: Option<http::HeaderValue>,
     runtime: Option<Arc<Runtime>>,
     route: Option<usize>,
     matched_len: usize,
@@ -266,6 +270,7 @@ fn apply_identity(
 }
 
 const X_CONSUMER_ID: &str = "x-consumer-id";
+const X_REQUEST_ID: &str = "x-request-id";
 
 /// Replaces the upstream request's path and query; `what` names the rewrite in the error.
 fn set_path_and_query(
@@ -310,10 +315,19 @@ fn hash_key_bytes<'a>(key: &HashKey, session: &'a Session, ip_buf: &'a mut [u8; 
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // Pingora's default adds a disabled compression module, which still costs every
+        // request a module context and two filter calls. The gateway compresses nothing.
+    }
+
     fn new_ctx(&self) -> RequestCtx {
+        // Pingora calls this on the proxy thread that serves the request; its runtime lives as
+        // long as the thread, so the store may give it a connection of its own.
+        crate::store::mark_proxy_thread();
         RequestCtx {
             start: Instant::now(),
             request_id: RequestId::default(),
+            request_id_header: None,
             runtime: None,
             route: None,
             matched_len: 0,
@@ -336,11 +350,17 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let rt = self.runtime.current();
         let req = session.req_header();
-        ctx.request_id = req
+        let client_id = req
             .headers
-            .get("x-request-id")
-            .and_then(|v| accept_request_id(v.as_bytes()))
-            .unwrap_or_else(new_request_id);
+            .get(X_REQUEST_ID)
+            .and_then(|v| accept_request_id(v.as_bytes()).map(|id| (id, v.clone())));
+        (ctx.request_id, ctx.request_id_header) = match client_id {
+            Some((id, value)) => (id, Some(value)),
+            None => {
+                let id = new_request_id();
+                (id, http::HeaderValue::from_str(id.as_str()).ok())
+            }
+        };
         match rt
             .router
             .find(request_host(req), req.uri.path(), req.method.as_str())
@@ -476,7 +496,9 @@ impl ProxyHttp for Gateway {
                 forward::set_host(upstream, h)?;
             }
         }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(id) = &ctx.request_id_header {
+            upstream.insert_header(X_REQUEST_ID, id.clone())?;
+        }
         apply_identity(upstream, &rt, route, ctx.principal.as_deref())?;
         for name in &route.request_remove {
             upstream.remove_header(name);
@@ -508,7 +530,9 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(id) = &ctx.request_id_header {
+            resp.insert_header(X_REQUEST_ID, id.clone())?;
+        }
         add_rate_limit_headers(resp, ctx)?;
         if let Some(route) = ctx.route() {
             for name in &route.response_remove {

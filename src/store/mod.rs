@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 
 use crate::config::{read_secret, StoreConfig};
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{mark_proxy_thread, RedisStore};
 
 /// Why a store operation failed. Never carries a secret or a value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub enum Store {
     /// In-process, for a single node.
     Memory(MemoryStore),
     /// Shared Redis.
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 /// Operation latency and error metrics of the store.
@@ -153,7 +153,7 @@ impl Store {
             None => Store::Memory(MemoryStore::new("portcullis:", metrics)),
             Some(c) => {
                 let password = read_secret(c.password_env.as_deref(), c.password_file.as_deref())?;
-                Store::Redis(RedisStore::connect(c, password, metrics)?)
+                Store::Redis(Box::new(RedisStore::connect(c, password, metrics)?))
             }
         };
         Ok(Arc::new(store))

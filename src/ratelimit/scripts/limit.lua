@@ -30,7 +30,8 @@
 -- sliding_window: a HASH {w = window index, c = current count, p = previous count}; index =
 -- floor(now / window). Usage = p * (window - elapsed) / window + c, computed scaled by window so
 -- all arithmetic is on integers (exact while limit * window and counts * window stay below
--- 2^53). Written keys expire after 2 windows, when both counts are zero anyway.
+-- 2^53). Written keys expire 2 windows after the first count of a window, by when both counts
+-- are zero anyway.
 -- Error bound: within each aligned window at most `limit` units are admitted, but the estimate
 -- assumes the previous window's traffic was uniform across it. Bursty traffic at a window edge
 -- can therefore admit up to limit + p * fraction_elapsed (< 2 * limit in the worst case) in an
@@ -126,14 +127,16 @@ local function window_view(r, now)
   local idx = idiv(now, r.window)
   local f = redis.call('HMGET', r.key, 'w', 'c', 'p')
   local w, cur, prev = tonumber(f[1]), tonumber(f[2]) or 0, tonumber(f[3]) or 0
-  if w ~= idx then
+  local first_in_window = w ~= idx
+  if first_in_window then
     if w ~= nil and w + 1 == idx then
       prev, cur = cur, 0
     else
       prev, cur = 0, 0
     end
   end
-  return { idx = idx, elapsed = now - idx * r.window, cur = cur, prev = prev }
+  return { idx = idx, elapsed = now - idx * r.window, cur = cur, prev = prev,
+           first_in_window = first_in_window }
 end
 
 -- Usage scaled by the window: prev * (window - elapsed) + cur * window.
@@ -145,10 +148,15 @@ local function window_fits(r, v)
   return window_usage(r, v) + r.cost * r.window <= r.limit * r.window
 end
 
+-- The TTL is set by the first count of each window only (HSET keeps an existing TTL): set at
+-- t >= idx * window, it lasts until at least the end of the next window, as long as this
+-- window's count matters, and it is never more than two windows. One command fewer per request.
 local function window_count(r, v)
   v.cur = v.cur + r.cost
   redis.call('HSET', r.key, 'w', int(v.idx), 'c', int(v.cur), 'p', int(v.prev))
-  redis.call('PEXPIRE', r.key, int(2 * r.window))
+  if v.first_in_window then
+    redis.call('PEXPIRE', r.key, int(2 * r.window))
+  end
 end
 
 local function window_reset(r, v)
