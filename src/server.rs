@@ -46,8 +46,24 @@ pub enum StartError {
     Tls(String),
 }
 
+/// A built gateway, ready to run.
+pub struct Built {
+    server: Server,
+    access_log: Arc<AccessLog>,
+}
+
+impl Built {
+    /// Runs until SIGTERM/SIGINT has drained the server, writes out the access log's last
+    /// lines, and exits 0.
+    pub fn run_forever(self) -> ! {
+        self.server.run(pingora::server::RunArgs::default());
+        self.access_log.flush();
+        std::process::exit(0)
+    }
+}
+
 /// Builds the server for a config file; call `run_forever` on the result.
-pub fn build(config_path: &Path) -> Result<Server, StartError> {
+pub fn build(config_path: &Path) -> Result<Built, StartError> {
     let config = crate::config::load(config_path).map_err(crate::runtime::RuntimeError::from)?;
     let services = services(&config)?;
     let metrics = services.metrics.clone();
@@ -90,7 +106,7 @@ pub fn build(config_path: &Path) -> Result<Server, StartError> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let gateway = Gateway::new(runtime.clone(), metrics.clone(), access_log);
+    let gateway = Gateway::new(runtime.clone(), metrics.clone(), access_log.clone());
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "proxy");
     for addr in &config.server.listen {
@@ -120,7 +136,7 @@ pub fn build(config_path: &Path) -> Result<Server, StartError> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background);
-    Ok(server)
+    Ok(Built { server, access_log })
 }
 
 /// Creates the process-wide services a config needs: metrics, the store and the auth cache.

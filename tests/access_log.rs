@@ -285,3 +285,34 @@ fn access_log_file_gets_one_line_per_request_and_no_secrets() {
     assert_no_secrets("stdout", &gw.stdout());
     assert_no_secrets("stderr", &gw.stderr());
 }
+
+#[test]
+fn lines_of_the_last_requests_are_written_before_the_process_exits() {
+    // Lines are buffered for up to 50 ms; SIGTERM right after the last response must not lose
+    // them. grace_period = "0s" makes the exit as quick as it can be.
+    let svc = Upstream::spawn("svc");
+    let cfg = config("${DIR}/access.log", &svc)
+        .replace(r#"grace_period = "1s""#, r#"grace_period = "0s""#);
+    let gw = Gateway::start(&cfg);
+    let log = gw.dir().join("access.log");
+    let client = Client::new();
+    let sent = 200;
+    for i in 0..sent {
+        let resp = client.get(&gw.url(&format!("/things/{i}")));
+        assert_eq!(resp.status, 200);
+    }
+    gw.sigterm();
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("gateway exits");
+    assert!(status.success(), "exit status {status:?}");
+    let logged = entries(&file_lines(&log))
+        .iter()
+        .filter(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/things/"))
+        })
+        .count();
+    assert_eq!(logged, sent, "one line per request, none lost at exit");
+}

@@ -190,6 +190,9 @@ pub struct AccessLog {
 struct Pending {
     buf: Mutex<Vec<u8>>,
     full: Condvar,
+    /// Held while a batch is taken and written, so the final `flush` cannot overtake the
+    /// writer thread and reorder lines.
+    sink: Mutex<Box<dyn Write + Send>>,
 }
 
 impl AccessLog {
@@ -213,11 +216,12 @@ impl AccessLog {
         let pending = Arc::new(Pending {
             buf: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
             full: Condvar::new(),
+            sink: Mutex::new(sink),
         });
         let writer = pending.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(&writer, sink))?;
+            .spawn(move || write_lines(&writer))?;
         Ok(AccessLog {
             pending: Some(pending),
             dropped,
@@ -248,6 +252,17 @@ impl AccessLog {
     }
 }
 
+impl AccessLog {
+    /// Writes every line queued so far; called once the server has stopped, before the process
+    /// exits, so the last requests' lines are not lost with the buffer.
+    pub fn flush(&self) {
+        if let Some(pending) = &self.pending {
+            let mut batch = Vec::new();
+            write_batch(pending, &mut batch);
+        }
+    }
+}
+
 thread_local! {
     /// Each proxy thread formats into its own reused buffer, outside the shared lock.
     static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
@@ -255,26 +270,37 @@ thread_local! {
 
 /// The writer thread: takes the pending lines when the buffer fills or every `FLUSH_EVERY`,
 /// writes them in one call, and flushes.
-fn write_lines(pending: &Pending, mut sink: Box<dyn Write + Send>) {
+fn write_lines(pending: &Pending) {
     let mut batch = Vec::with_capacity(FLUSH_AT * 2);
     loop {
         {
-            let mut buf = pending.buf.lock().unwrap_or_else(PoisonError::into_inner);
+            let buf = pending.buf.lock().unwrap_or_else(PoisonError::into_inner);
             if buf.len() < FLUSH_AT {
-                buf = pending
-                    .full
-                    .wait_timeout(buf, FLUSH_EVERY)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                drop(
+                    pending
+                        .full
+                        .wait_timeout(buf, FLUSH_EVERY)
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
             }
-            std::mem::swap(&mut *buf, &mut batch);
         }
-        if !batch.is_empty() {
-            // A failing sink (disk full, closed pipe) loses these lines; the proxy goes on.
-            let _ = sink.write_all(&batch);
-            let _ = sink.flush();
-            batch.clear();
-        }
+        write_batch(pending, &mut batch);
+    }
+}
+
+/// Takes what is pending and writes it. The sink lock is taken first, so batches reach the
+/// sink in the order they were taken.
+fn write_batch(pending: &Pending, batch: &mut Vec<u8>) {
+    let mut sink = pending.sink.lock().unwrap_or_else(PoisonError::into_inner);
+    {
+        let mut buf = pending.buf.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *buf, batch);
+    }
+    if !batch.is_empty() {
+        // A failing sink (disk full, closed pipe) loses these lines; the proxy goes on.
+        let _ = sink.write_all(batch);
+        let _ = sink.flush();
+        batch.clear();
     }
 }
 
