@@ -1,17 +1,28 @@
-//! JWT verification cost per algorithm: the full `JwtVerifier::verify` path (parse, header
-//! checks, key lookup, signature, claims) for HS256, RS256 (2048-bit) and ES256.
+//! JWT cost per algorithm (HS256, RS256 2048-bit, ES256):
+//! - `jwt_verify/<alg>`: the full `JwtVerifier::verify` path (parse, header checks, key
+//!   lookup, signature, claims): what a token costs the first time it is seen;
+//! - `jwt_authenticate/miss_<alg>`: `Authenticator::authenticate` for a request whose token is
+//!   not in the local tier (verify, then cache the decision; the cache is cleared each time);
+//! - `jwt_authenticate/hit_<alg>`: the same call once the decision is cached: what every later
+//!   request with that token costs (no signature check, no store round trip).
 //!
 //! Keys are generated at start with the `openssl` command into a temporary directory.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pingora::http::RequestHeader;
 use portcullis::auth::jwt::JwtVerifier;
-use portcullis::config::JwtConfig;
+use portcullis::auth::{
+    AuthMetrics, AuthShared, Authenticator, CacheMetrics, DecisionCache, RouteAuth,
+};
+use portcullis::config::{AuthMethod, JwtConfig};
+use portcullis::store::Store;
 
 fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let mut child = Command::new("openssl")
@@ -79,7 +90,7 @@ fn verify(c: &mut Criterion) {
         d.join("ec.pem"),
     );
     let cfg: JwtConfig = toml::from_str(&toml).expect("bench config");
-    let verifier = JwtVerifier::new(&cfg).expect("verifier");
+    let verifier = Arc::new(JwtVerifier::new(&cfg).expect("verifier"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -115,6 +126,45 @@ fn verify(c: &mut Criterion) {
         group.bench_function(*name, |b| {
             b.iter(|| runtime.block_on(verifier.verify(token)))
         });
+    }
+    group.finish();
+
+    let registry = prometheus::Registry::new();
+    let shared = Arc::new(AuthShared {
+        store: Store::from_config(None, &registry).expect("in-process store"),
+        cache: DecisionCache::new(
+            100_000,
+            Duration::from_secs(300),
+            10_000,
+            Duration::from_secs(5),
+            CacheMetrics::new(&registry),
+        ),
+        metrics: AuthMetrics::new(&registry),
+    });
+    let auth = Authenticator::new(shared.clone(), None, Some(verifier.clone()), Vec::new());
+    let route = RouteAuth {
+        methods: vec![AuthMethod::Jwt],
+        ..RouteAuth::default()
+    };
+    let mut group = c.benchmark_group("jwt_authenticate");
+    for (name, token) in &cases {
+        let mut req = RequestHeader::build("GET", b"/orders", None).expect("request");
+        req.insert_header("authorization", format!("Bearer {token}"))
+            .expect("header");
+        let authenticate = || {
+            runtime
+                .block_on(auth.authenticate(&req, "bench", &route))
+                .expect("bench token authenticates")
+                .expect("a principal")
+        };
+        group.bench_function(format!("miss_{name}"), |b| {
+            b.iter(|| {
+                shared.cache.clear();
+                authenticate()
+            })
+        });
+        authenticate();
+        group.bench_function(format!("hit_{name}"), |b| b.iter(authenticate));
     }
     group.finish();
 }

@@ -240,6 +240,7 @@ impl Validator {
 
     fn store(&mut self, s: &StoreConfig) {
         let url = s.url.trim();
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
         match url.split_once("://") {
             Some(("redis" | "rediss", rest)) => {
                 let authority = rest.split('/').next().unwrap_or("");
@@ -283,6 +284,61 @@ impl Validator {
         }
         self.positive_duration("store.operation_timeout".into(), &s.operation_timeout);
         self.positive_duration("store.connect_timeout".into(), &s.connect_timeout);
+        self.store_tls(s, scheme);
+    }
+
+    /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`: `rediss://` only, cert and key together,
+    /// every file readable and of the right kind. Messages never quote a file's content.
+    fn store_tls(&mut self, s: &StoreConfig, scheme: Option<&str>) {
+        let fields = [
+            ("tls_ca_file", &s.tls_ca_file),
+            ("tls_cert_file", &s.tls_cert_file),
+            ("tls_key_file", &s.tls_key_file),
+        ];
+        if scheme == Some("redis") {
+            for (field, value) in fields {
+                if value.is_some() {
+                    self.push(
+                        format!("store.{field}"),
+                        "only with a rediss:// url (TLS); this url is redis://",
+                    );
+                }
+            }
+        }
+        match (&s.tls_cert_file, &s.tls_key_file) {
+            (Some(_), None) => self.push(
+                "store.tls_cert_file",
+                "needs tls_key_file (the client certificate's private key)",
+            ),
+            (None, Some(_)) => self.push(
+                "store.tls_key_file",
+                "needs tls_cert_file (the client certificate)",
+            ),
+            _ => {}
+        }
+        for (field, file) in [
+            ("tls_ca_file", &s.tls_ca_file),
+            ("tls_cert_file", &s.tls_cert_file),
+        ] {
+            if let Some(file) = file {
+                if let Err(e) = load_ca(file) {
+                    self.push(format!("store.{field}"), e);
+                }
+            }
+        }
+        if let Some(file) = &s.tls_key_file {
+            match std::fs::read(file) {
+                Err(e) => self.push("store.tls_key_file", format!("cannot read {file:?}: {e}")),
+                Ok(pem) if !String::from_utf8_lossy(&pem).contains(PKCS8_KEY_BEGIN) => self.push(
+                    "store.tls_key_file",
+                    format!(
+                        "{file:?} is not an unencrypted PKCS#8 PEM key (\"{PKCS8_KEY_BEGIN}\"); \
+                         convert it with `openssl pkcs8 -topk8 -nocrypt`"
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
     }
 
     fn auth(&mut self, a: &AuthConfig, has_store: bool) {
@@ -704,6 +760,9 @@ impl Validator {
     }
 }
 
+/// First line of an unencrypted PKCS#8 PEM private key, the only kind `store.tls_key_file` takes.
+pub const PKCS8_KEY_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+
 /// Reads a PEM bundle of CA certificates.
 pub fn load_ca(file: &str) -> Result<Box<[pingora::tls::x509::X509]>, String> {
     let pem = std::fs::read(file).map_err(|e| format!("cannot read {file:?}: {e}"))?;
@@ -913,5 +972,128 @@ interval = "0ms"
                 "missing {e:?} in {found:#?}"
             );
         }
+    }
+
+    /// A self-signed certificate and its PKCS#8 key, made by the `openssl` command and written
+    /// as `cert.pem` and `key.pem` in `dir`.
+    fn write_cert_and_key(dir: &Path) -> (String, String) {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=test", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl command is needed (Debian package openssl)");
+        assert!(status.success(), "openssl req failed");
+        let text = |p: PathBuf| p.to_str().expect("utf-8 path").to_string();
+        (text(cert), text(key))
+    }
+
+    fn store_issues(url: &str, tls: &str) -> Vec<String> {
+        let found = issues(&format!("{BASE}\n[store]\nurl = \"{url}\"\n{tls}\n"));
+        found
+            .into_iter()
+            .filter(|i| i.starts_with("store"))
+            .collect()
+    }
+
+    #[test]
+    fn store_tls_files_are_accepted_with_a_rediss_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = write_cert_and_key(dir.path());
+        let tls =
+            format!("tls_ca_file = {cert:?}\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}");
+        assert_eq!(
+            store_issues("rediss://127.0.0.1:6380", &tls),
+            Vec::<String>::new()
+        );
+        let ca_only = format!("tls_ca_file = {cert:?}");
+        assert_eq!(
+            store_issues("rediss://127.0.0.1:6380", &ca_only),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn store_tls_files_need_a_rediss_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = write_cert_and_key(dir.path());
+        let tls =
+            format!("tls_ca_file = {cert:?}\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}");
+        let found = store_issues("redis://127.0.0.1:6379", &tls);
+        for field in ["tls_ca_file", "tls_cert_file", "tls_key_file"] {
+            let expect = format!("store.{field}: only with a rediss:// url");
+            assert!(
+                found.iter().any(|f| f.starts_with(&expect)),
+                "missing {expect:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), 3, "{found:#?}");
+    }
+
+    #[test]
+    fn store_client_certificate_and_key_go_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = write_cert_and_key(dir.path());
+        let url = "rediss://127.0.0.1:6380";
+        let found = store_issues(url, &format!("tls_cert_file = {cert:?}"));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("store.tls_cert_file: needs tls_key_file"),
+            "{found:#?}"
+        );
+        let found = store_issues(url, &format!("tls_key_file = {key:?}"));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("store.tls_key_file: needs tls_cert_file"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn store_tls_files_must_be_readable_and_of_the_right_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = write_cert_and_key(dir.path());
+        let rsa_key = dir.path().join("rsa.key");
+        std::fs::write(
+            &rsa_key,
+            "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END RSA PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        let found = store_issues(
+            "rediss://127.0.0.1:6380",
+            "tls_ca_file = \"/nonexistent/ca.pem\"\ntls_cert_file = \"/nonexistent/c.pem\"\n\
+             tls_key_file = \"/nonexistent/k.pem\"",
+        );
+        for field in ["tls_ca_file", "tls_cert_file", "tls_key_file"] {
+            let expect = format!("store.{field}: cannot read \"/nonexistent/");
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.starts_with(&expect) && f.contains("No such file")),
+                "missing {expect:?} with the OS error in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), 3, "{found:#?}");
+
+        let found = store_issues(
+            "rediss://127.0.0.1:6380",
+            &format!("tls_ca_file = {key:?}\ntls_cert_file = {cert:?}\ntls_key_file = {rsa_key:?}"),
+        );
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found[0].starts_with("store.tls_ca_file:"), "{found:#?}");
+        assert!(
+            found[1].starts_with("store.tls_key_file:") && found[1].contains("PKCS#8"),
+            "{found:#?}"
+        );
+        assert!(
+            !found.iter().any(|f| f.contains("c2VjcmV0")),
+            "key content in a message: {found:#?}"
+        );
     }
 }

@@ -139,6 +139,13 @@ pub struct StoreConfig {
     /// Deadline to establish the connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Lenient<Dur>,
+    /// PEM bundle of the CA certificates that verify the Redis server's certificate, instead of
+    /// the system trust store (`rediss://` only).
+    pub tls_ca_file: Option<String>,
+    /// PEM client certificate for Redis `tls-auth-clients` (`rediss://` only; with `tls_key_file`).
+    pub tls_cert_file: Option<String>,
+    /// PEM (PKCS#8) private key of `tls_cert_file`.
+    pub tls_key_file: Option<String>,
 }
 
 /// `[auth]`: credentials the gateway can check.

@@ -27,8 +27,17 @@ const SET_ADD: &str = include_str!("scripts/set_add.lua");
 thread_local! {
     /// Whether this thread runs the proxy (a runtime that lives as long as the thread).
     static PROXY_THREAD: Cell<bool> = const { Cell::new(false) };
-    /// This thread's own connections, one per store (by `RedisStore::id`).
-    static THREAD_CONNS: RefCell<Vec<(u64, ConnectionManager)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's own connections, one per store.
+    static THREAD_CONNS: RefCell<Vec<ThreadConn>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A proxy thread's own connection. It is used once it has answered a PING: until then the
+/// thread's calls go over the shared connection, so the first requests on a thread never pay
+/// the connect (and TLS handshake) inside their operation deadline.
+struct ThreadConn {
+    store: u64,
+    conn: ConnectionManager,
+    ready: Arc<AtomicBool>,
 }
 
 /// Marks the calling thread as a proxy worker, whose tokio runtime lives as long as the thread,
@@ -48,6 +57,7 @@ pub struct RedisStore {
     /// The shared connection, for threads that are not proxy workers (admin, CLI, probes).
     conn: ConnectionManager,
     op_timeout: Duration,
+    connect_timeout: Duration,
     channel: String,
     healthy: Arc<AtomicBool>,
     invalidations: broadcast::Sender<Invalidation>,
@@ -82,8 +92,7 @@ impl RedisStore {
             settings = settings.set_password(pw);
         }
         let info = info.set_redis_settings(settings);
-        let client =
-            redis::Client::open(info).map_err(|e| StoreSetupError::Config(e.to_string()))?;
+        let client = build_client(info, config)?;
         let op_timeout = config
             .operation_timeout
             .ok()
@@ -124,6 +133,7 @@ impl RedisStore {
             manager_config,
             conn,
             op_timeout,
+            connect_timeout,
             channel,
             healthy,
             invalidations,
@@ -155,22 +165,33 @@ impl RedisStore {
         }
         THREAD_CONNS.with(|conns| {
             let mut conns = conns.borrow_mut();
-            if let Some((_, c)) = conns.iter().find(|(id, _)| *id == self.id) {
-                return c.clone();
+            if let Some(t) = conns.iter().find(|t| t.store == self.id) {
+                if t.ready.load(Ordering::Relaxed) {
+                    return t.conn.clone();
+                }
+                return self.conn.clone();
             }
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return self.conn.clone();
+            };
             match ConnectionManager::new_lazy_with_config(
                 self.client.clone(),
                 self.manager_config.clone(),
             ) {
-                Ok(c) => {
-                    conns.push((self.id, c.clone()));
-                    c
+                Ok(conn) => {
+                    let ready = Arc::new(AtomicBool::new(false));
+                    runtime.spawn(warm_up(conn.clone(), ready.clone(), self.connect_timeout));
+                    conns.push(ThreadConn {
+                        store: self.id,
+                        conn,
+                        ready,
+                    });
                 }
                 Err(e) => {
                     log::warn!("store: no per-thread connection, using the shared one: {e}");
-                    self.conn.clone()
                 }
             }
+            self.conn.clone()
         })
     }
 
@@ -276,6 +297,79 @@ impl RedisStore {
     }
 }
 
+/// The Redis client for `[store]`: plain, or TLS with the configured CA and client certificate.
+/// The TLS files are read here, once; an error names the field and the OS error, never the
+/// content.
+fn build_client(
+    info: redis::ConnectionInfo,
+    config: &StoreConfig,
+) -> Result<redis::Client, StoreSetupError> {
+    let read = |field: &str, file: &Option<String>| {
+        file.as_deref()
+            .map(|f| {
+                std::fs::read(f).map_err(|e| {
+                    StoreSetupError::Config(format!("{field}: cannot read {f:?}: {e}"))
+                })
+            })
+            .transpose()
+    };
+    let root_cert = read("tls_ca_file", &config.tls_ca_file)?;
+    let client_cert = read("tls_cert_file", &config.tls_cert_file)?;
+    let client_key = read("tls_key_file", &config.tls_key_file)?;
+    // One client for everything: the shared connection, the per-thread ones and the
+    // invalidation subscriber are all made from clones of it, so all of them use these
+    // TLS settings.
+    if root_cert.is_none() && client_cert.is_none() && client_key.is_none() {
+        redis::Client::open(info).map_err(|e| StoreSetupError::Config(e.to_string()))
+    } else {
+        if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            return Err(StoreSetupError::Config(
+                "tls_ca_file, tls_cert_file and tls_key_file apply only with a rediss:// url"
+                    .into(),
+            ));
+        }
+        let client_tls = match (client_cert, client_key) {
+            (None, None) => None,
+            (Some(client_cert), Some(key)) => {
+                // native-tls takes a key only when the PEM starts with the PKCS#8 header,
+                // so anything before it (comments, blank lines) is skipped.
+                let start = key
+                    .windows(crate::config::PKCS8_KEY_BEGIN.len())
+                    .position(|w| w == crate::config::PKCS8_KEY_BEGIN.as_bytes())
+                    .ok_or_else(|| {
+                        StoreSetupError::Config(
+                            "tls_key_file: not an unencrypted PKCS#8 PEM key".into(),
+                        )
+                    })?;
+                Some(redis::ClientTlsConfig {
+                    client_cert,
+                    client_key: key[start..].to_vec(),
+                })
+            }
+            _ => {
+                return Err(StoreSetupError::Config(
+                    "tls_cert_file and tls_key_file go together".into(),
+                ))
+            }
+        };
+        // Built part by part first, so that an unusable file is reported by its field.
+        if let Some(ca) = &root_cert {
+            let only_ca = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            };
+            redis::Client::build_with_tls(info.clone(), only_ca)
+                .map_err(|e| StoreSetupError::Config(format!("tls_ca_file: {e}")))?;
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        };
+        redis::Client::build_with_tls(info, certificates)
+            .map_err(|e| StoreSetupError::Config(format!("tls_cert_file / tls_key_file: {e}")))
+    }
+}
+
 /// A TTL in milliseconds, at least 1 (Redis rejects 0).
 fn ttl_ms(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
@@ -314,23 +408,44 @@ fn spawn_runtime() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), Stor
 }
 
 /// Pings Redis every second and records whether it answered in time.
+/// Connects a proxy thread's connection in the background and marks it ready once it answers;
+/// retries every second while Redis does not.
+async fn warm_up(conn: ConnectionManager, ready: Arc<AtomicBool>, connect_timeout: Duration) {
+    loop {
+        let mut c = conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut c);
+        if let Ok(Ok(_)) = tokio::time::timeout(connect_timeout, ping).await {
+            ready.store(true, Ordering::Relaxed);
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn probe_health(conn: ConnectionManager, healthy: Arc<AtomicBool>, deadline: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
         tick.tick().await;
         let mut c = conn.clone();
-        let ok = matches!(
-            tokio::time::timeout(deadline, redis::cmd("PING").query_async::<String>(&mut c)).await,
-            Ok(Ok(_))
-        );
-        if ok != healthy.swap(ok, Ordering::Relaxed) {
-            if ok {
-                log::info!("store: redis is reachable");
-            } else {
-                log::warn!("store: redis is not answering");
-            }
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut c);
+        let failure = match tokio::time::timeout(deadline, ping).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {deadline:?}")),
+        };
+        let ok = failure.is_none();
+        let was_ok = healthy.swap(ok, Ordering::Relaxed);
+        // Say why on the first failure and on every change, not once a second.
+        match failure {
+            Some(why) if was_ok || first => log::warn!("store: redis is not answering: {why}"),
+            None if !was_ok => log::info!("store: redis is reachable"),
+            _ => {}
         }
+        first = false;
     }
 }
 

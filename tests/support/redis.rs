@@ -1,7 +1,9 @@
-//! `Redis`: a throwaway `redis-server` on a free port, killed on drop.
+//! `Redis`: a throwaway `redis-server` on a free port, killed on drop; `TlsRedis`: the same
+//! speaking TLS only, with a private CA (and optionally requiring client certificates).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -258,4 +260,287 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// === TlsRedis ===
+
+/// Whether a `TlsRedis` requires client certificates (`tls-auth-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `--tls-auth-clients no`: any client that trusts the server may connect.
+    Off,
+    /// `--tls-auth-clients yes`: only clients with a certificate signed by the CA (mTLS).
+    Required,
+}
+
+/// A `redis-server` that listens only on TLS (`--port 0 --tls-port <free port>`), with
+/// certificates made for it by the `openssl` command in a temp dir: a private CA, a server
+/// certificate for 127.0.0.1 / localhost and a client certificate, both signed by the CA.
+/// Killed (and its files removed) on drop.
+pub struct TlsRedis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    /// Makes the certificates, starts `redis-server` with TLS only on a free 127.0.0.1 port and
+    /// waits until `redis-cli --tls` gets PONG.
+    ///
+    /// # Panics
+    /// When `openssl`, `redis-server` or `redis-cli` is not installed (Debian packages
+    /// `openssl`, `redis-server`, `redis-tools`), when `redis-server` was built without TLS, or
+    /// when it does not answer within 10 s.
+    pub fn start(client_auth: ClientAuth) -> TlsRedis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        make_certificates(dir.path());
+        let port = free_port();
+        let at = |name: &str| dir.path().join(name);
+        let log = at("redis.log");
+        let spawned = Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(["--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(at("server.pem"))
+            .arg("--tls-key-file")
+            .arg(at("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(at("ca.pem"))
+            .args([
+                "--tls-auth-clients",
+                match client_auth {
+                    ClientAuth::Off => "no",
+                    ClientAuth::Required => "yes",
+                },
+            ])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                "redis-server is not on PATH; these tests need a real Redis: install the Debian package \
+                 `redis-server` (apt-get install redis-server)"
+            ),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        let mut redis = TlsRedis { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = redis.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!(
+                    "redis-server with TLS on port {port} exited with {status} before answering PING \
+                     (a redis-server built without TLS exits like this)\n--- stderr ---\n{stderr}\
+                     --- log ---\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if redis.cli(&["PING"]).is_ok_and(|reply| reply == "PONG") {
+                return redis;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "redis-server with TLS on port {port} did not answer PING within 10 s\n--- log ---\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The TLS port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `rediss://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+
+    /// The private CA's certificate (PEM), which signed the server and client certificates.
+    pub fn ca_file(&self) -> String {
+        self.file("ca.pem")
+    }
+
+    /// A client certificate (PEM) signed by the CA.
+    pub fn client_cert_file(&self) -> String {
+        self.file("client.pem")
+    }
+
+    /// The client certificate's private key (PKCS#8 PEM).
+    pub fn client_key_file(&self) -> String {
+        self.file("client.key")
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(name)
+            .to_str()
+            .expect("utf-8 temp dir")
+            .to_string()
+    }
+
+    /// Runs one command with `redis-cli --tls` (trusting the CA, presenting the client
+    /// certificate) and returns its output, trimmed; `Err` when `redis-cli` fails.
+    ///
+    /// # Panics
+    /// When `redis-cli` is not installed (Debian package `redis-tools`).
+    pub fn cli(&self, args: &[&str]) -> io::Result<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--tls"])
+            .args(["--cacert", &self.ca_file()])
+            .args(["--cert", &self.client_cert_file()])
+            .args(["--key", &self.client_key_file()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                "redis-cli is not on PATH; install the Debian package `redis-tools` \
+                 (apt-get install redis-tools)"
+            ),
+            Err(e) => return Err(e),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || stdout.starts_with("Could not connect") {
+            return Err(io::Error::other(format!(
+                "redis-cli {args:?}: {} {}",
+                stdout,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(stdout)
+    }
+
+    /// Every key in the database (`redis-cli --scan`), sorted.
+    pub fn all_keys(&self) -> io::Result<Vec<String>> {
+        let out = self.cli(&["--scan"])?;
+        let mut keys: Vec<String> = out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes into `dir`: `ca.pem`/`ca.key` (a private CA), `server.pem`/`server.key` (for
+/// IP:127.0.0.1 and DNS:localhost) and `client.pem`/`client.key`, both signed by the CA.
+/// Keys are P-256, in PKCS#8 PEM.
+pub fn make_certificates(dir: &Path) {
+    const NEW_KEY: [&str; 5] = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl_in(
+        dir,
+        &[
+            &["req", "-x509"],
+            &NEW_KEY[..],
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=portcullis test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    for (name, cn, serial, ext) in [
+        (
+            "server",
+            "localhost",
+            "2",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "portcullis", "3", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, ext_file) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&ext_file), ext).expect("write extensions file");
+        openssl_in(
+            dir,
+            &[
+                &["req", "-new"],
+                &NEW_KEY[..],
+                &["-subj", &format!("/CN={cn}"), "-keyout", &key, "-out", &csr],
+            ]
+            .concat(),
+        );
+        openssl_in(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                serial,
+                "-days",
+                "1",
+                "-extfile",
+                &ext_file,
+                "-out",
+                &pem,
+            ],
+        );
+    }
+}
+
+/// Runs `openssl <args>` in `dir`.
+///
+/// # Panics
+/// When `openssl` is not installed (Debian package `openssl`) or fails.
+fn openssl_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl command is needed for TLS tests (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
