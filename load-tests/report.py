@@ -233,9 +233,11 @@ def markdown(results):
         "",
         f"- Every figure comes from one run of all scenarios, {results['duration_s']:g} s per "
         f"measurement. Max throughput: {results['connections']} keep-alive connections, each "
-        "sending its next request when the previous answer is in. Then a fixed-rate run at "
+        "sending its next request when the previous answer is in. Then fixed-rate runs at "
         f"{results['load_share']:.0%} of that maximum, latency timed from each request's due "
-        "time when an earlier response held it back (no coordinated omission).",
+        "time when an earlier response held it back (no coordinated omission): three runs of "
+        "a third of the time each, and the columns show the run with the median p99, so that "
+        "one stall of the machine does not decide a row (results.json has all three p99s).",
         "- 'p99 added' is that fixed-rate p99 minus the p99 of the upstream alone at the same "
         "rate, measured right after the scenario.",
         "- Pinning: " + ("none (fewer than 2 CPUs, or --no-pin)." if pin["proxy_cpu"] is None else
