@@ -300,6 +300,12 @@ impl Gateway {
                     self.output.stdout()
                 ));
             }
+            // Pingora does not exit when a listen address is taken: it logs and retries for
+            // ever. Another test grabbed one of our free ports; start again on new ones.
+            let stderr = self.stderr();
+            if stderr.contains("is in use, will try again") {
+                return Err(format!("listen address in use\n--- stderr ---\n{stderr}"));
+            }
             let admin_ready = client
                 .try_send("GET", &self.admin_url("/readyz"), &[], None)
                 .is_ok_and(|r| r.status == 200);

@@ -23,6 +23,13 @@ impl Redis {
     /// When `redis-server` is not installed (install the Debian package `redis-server`), or it
     /// does not answer PING within 10 s.
     pub fn start() -> Redis {
+        // A free port is found by binding and releasing it; another test may take it before
+        // redis-server binds, which then exits. Try again on another port.
+        for _ in 0..2 {
+            if let Ok(redis) = Redis::try_start_on(free_port()) {
+                return redis;
+            }
+        }
         Redis::start_on(free_port())
     }
 
@@ -32,6 +39,15 @@ impl Redis {
     /// # Panics
     /// As `start`, and when `port` is taken.
     pub fn start_on(port: u16) -> Redis {
+        Redis::try_start_on(port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `redis-server` on `port`; `Err` when it exits before answering PING (the port
+    /// was taken).
+    ///
+    /// # Panics
+    /// When `redis-server` is not installed, or it runs but does not answer PING within 10 s.
+    fn try_start_on(port: u16) -> Result<Redis, String> {
         let spawned = Command::new("redis-server")
             .args([
                 "--port",
@@ -59,10 +75,12 @@ impl Redis {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = redis.child.try_wait() {
-                panic!("redis-server on port {port} exited with {status} before answering PING");
+                return Err(format!(
+                    "redis-server on port {port} exited with {status} before answering PING"
+                ));
             }
             if redis.ping().is_ok_and(|reply| reply == "+PONG") {
-                return redis;
+                return Ok(redis);
             }
             if Instant::now() > deadline {
                 panic!("redis-server on port {port} did not answer PING within 10 s");
