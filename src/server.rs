@@ -57,10 +57,25 @@ impl Built {
     /// lines, and exits 0.
     pub fn run_forever(self) -> ! {
         self.server.run(pingora::server::RunArgs::default());
-        self.access_log.flush();
+        // A sink that does not drain (a stalled pipe reader) must not keep the process alive:
+        // the last lines get a bounded time, then the process exits regardless.
+        let (done, flushed) = std::sync::mpsc::channel();
+        let log = self.access_log.clone();
+        let flusher = std::thread::Builder::new()
+            .name("access-log-flush".into())
+            .spawn(move || {
+                log.flush();
+                let _ = done.send(());
+            });
+        if flusher.is_ok() && flushed.recv_timeout(FINAL_FLUSH_WITHIN).is_err() {
+            log::warn!("access log: the last lines were not written within {FINAL_FLUSH_WITHIN:?}");
+        }
         std::process::exit(0)
     }
 }
+
+/// How long the exit waits for the access log's last lines.
+const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(2);
 
 /// Builds the server for a config file; call `run_forever` on the result.
 pub fn build(config_path: &Path) -> Result<Built, StartError> {

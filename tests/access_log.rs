@@ -316,3 +316,21 @@ fn lines_of_the_last_requests_are_written_before_the_process_exits() {
         .count();
     assert_eq!(logged, sent, "one line per request, none lost at exit");
 }
+
+#[test]
+fn lines_a_full_disk_refuses_are_counted_as_dropped() {
+    // /dev/full fails every write with ENOSPC, like a full disk: requests go on, and the lost
+    // lines are counted.
+    let svc = Upstream::spawn("svc");
+    let gw = Gateway::start(&config("/dev/full", &svc));
+    let client = Client::new();
+    let sent = 20;
+    for i in 0..sent {
+        assert_eq!(client.get(&gw.url(&format!("/things/{i}"))).status, 200);
+    }
+    let counted = eventually(Duration::from_secs(5), || {
+        support::metric(&gw.metrics(), "portcullis_access_log_dropped_total", &[])
+            .is_some_and(|n| n >= f64::from(sent))
+    });
+    assert!(counted, "dropped lines not counted:\n{}", gw.metrics());
+}

@@ -305,6 +305,18 @@ impl Validator {
                 }
             }
         }
+        // redis-rs skips both the CA and the client certificate for `#insecure` URLs; a config
+        // naming them would silently not use them.
+        if scheme == Some("rediss") && s.url.contains("#insecure") {
+            for (field, value) in fields {
+                if value.is_some() {
+                    self.push(
+                        format!("store.{field}"),
+                        "is ignored with an #insecure url; remove one of the two",
+                    );
+                }
+            }
+        }
         match (&s.tls_cert_file, &s.tls_key_file) {
             (Some(_), None) => self.push(
                 "store.tls_cert_file",
@@ -1034,6 +1046,22 @@ interval = "0ms"
             );
         }
         assert_eq!(found.len(), 3, "{found:#?}");
+    }
+
+    #[test]
+    fn store_tls_files_are_refused_with_an_insecure_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, _) = write_cert_and_key(dir.path());
+        let found = store_issues(
+            "rediss://127.0.0.1:6380/#insecure",
+            &format!("tls_ca_file = {cert:?}"),
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("store.tls_ca_file: is ignored with an #insecure url")),
+            "{found:#?}"
+        );
     }
 
     #[test]

@@ -192,7 +192,15 @@ struct Pending {
     full: Condvar,
     /// Held while a batch is taken and written, so the final `flush` cannot overtake the
     /// writer thread and reorder lines.
-    sink: Mutex<Box<dyn Write + Send>>,
+    sink: Mutex<Sink>,
+    /// Lines dropped: queued past `MAX_PENDING`, or lost with a batch the sink refused.
+    dropped: IntCounter,
+}
+
+/// The destination, and whether the last write failed part-way (a line may be cut short).
+struct Sink {
+    out: Box<dyn Write + Send>,
+    broken: bool,
 }
 
 impl AccessLog {
@@ -216,7 +224,11 @@ impl AccessLog {
         let pending = Arc::new(Pending {
             buf: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
             full: Condvar::new(),
-            sink: Mutex::new(sink),
+            sink: Mutex::new(Sink {
+                out: sink,
+                broken: false,
+            }),
+            dropped: dropped.clone(),
         });
         let writer = pending.clone();
         std::thread::Builder::new()
@@ -296,12 +308,23 @@ fn write_batch(pending: &Pending, batch: &mut Vec<u8>) {
         let mut buf = pending.buf.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *buf, batch);
     }
-    if !batch.is_empty() {
-        // A failing sink (disk full, closed pipe) loses these lines; the proxy goes on.
-        let _ = sink.write_all(batch);
-        let _ = sink.flush();
-        batch.clear();
+    if batch.is_empty() {
+        return;
     }
+    // After a failed write the file may end in a cut line: start on a fresh line.
+    let newline: &[u8] = if sink.broken { b"\n" } else { b"" };
+    let written = sink
+        .out
+        .write_all(newline)
+        .and_then(|()| sink.out.write_all(batch))
+        .and_then(|()| sink.out.flush());
+    sink.broken = written.is_err();
+    if written.is_err() {
+        // A failing sink (disk full, closed pipe) loses these lines; the proxy goes on.
+        let lines = batch.iter().filter(|&&b| b == b'\n').count();
+        pending.dropped.inc_by(lines as u64);
+    }
+    batch.clear();
 }
 
 #[cfg(test)]

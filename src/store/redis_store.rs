@@ -31,9 +31,12 @@ thread_local! {
     static THREAD_CONNS: RefCell<Vec<ThreadConn>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A proxy thread's own connection. It is used once it has answered a PING: until then the
-/// thread's calls go over the shared connection, so the first requests on a thread never pay
-/// the connect (and TLS handshake) inside their operation deadline.
+/// A proxy thread's own connection. It is used while it is `ready`: once it has answered a
+/// PING, until a call on it times out or finds it broken. Meanwhile the thread's calls go over
+/// the shared connection, so no request pays a connect (or TLS handshake) inside its operation
+/// deadline, and a connection that went bad silently (an expired NAT entry) is not used.
+/// `keep_thread_conn` pings it every `THREAD_CONN_PING_EVERY`, which also keeps it from
+/// idling out, and sets `ready` from the answer.
 struct ThreadConn {
     store: u64,
     conn: ConnectionManager,
@@ -47,6 +50,36 @@ pub fn mark_proxy_thread() {
 }
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
+
+/// How often a proxy thread's own connection is pinged while it answers (once a second while
+/// it does not).
+const THREAD_CONN_PING_EVERY: Duration = Duration::from_secs(10);
+
+/// The connection one call uses; `thread_ready` is set when it is a proxy thread's own.
+struct CallConn {
+    manager: ConnectionManager,
+    thread_ready: Option<Arc<AtomicBool>>,
+}
+
+impl CallConn {
+    /// The store's view of a call's outcome. A timeout or a broken connection on a thread's
+    /// own connection sends the thread back to the shared one until its keeper sees it answer.
+    fn settle<T>(
+        &self,
+        outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        let result = match outcome {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(r) => r.map_err(map_error),
+        };
+        if let (Err(StoreError::Timeout | StoreError::Unavailable(_)), Some(ready)) =
+            (&result, &self.thread_ready)
+        {
+            ready.store(false, Ordering::Relaxed);
+        }
+        result
+    }
+}
 
 /// A store on Redis.
 pub struct RedisStore {
@@ -64,6 +97,8 @@ pub struct RedisStore {
     set_add_script: redis::Script,
     /// Dropping this ends the store's runtime thread.
     _stop: oneshot::Sender<()>,
+    /// Proxy threads' connection keepers stop once this is gone.
+    alive: Arc<()>,
     pub(super) metrics: StoreMetrics,
 }
 
@@ -139,6 +174,7 @@ impl RedisStore {
             invalidations,
             set_add_script: redis::Script::new(SET_ADD),
             _stop: stop,
+            alive: Arc::new(()),
             metrics,
         })
     }
@@ -146,33 +182,35 @@ impl RedisStore {
     /// Waits up to `deadline` for Redis to answer PING (connecting first if needed).
     pub(super) async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        match tokio::time::timeout(
-            deadline,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(r) => r.map(|_| ()).map_err(map_error),
-        }
+        let cmd = redis::cmd("PING");
+        let outcome =
+            tokio::time::timeout(deadline, cmd.query_async::<String>(&mut conn.manager)).await;
+        conn.settle(outcome).map(|_| ())
     }
 
     /// The connection for a call from this thread: the thread's own on a proxy worker (created
     /// on first use, connecting lazily), the shared one elsewhere.
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> CallConn {
+        let shared = || CallConn {
+            manager: self.conn.clone(),
+            thread_ready: None,
+        };
         if !PROXY_THREAD.with(Cell::get) {
-            return self.conn.clone();
+            return shared();
         }
         THREAD_CONNS.with(|conns| {
             let mut conns = conns.borrow_mut();
             if let Some(t) = conns.iter().find(|t| t.store == self.id) {
                 if t.ready.load(Ordering::Relaxed) {
-                    return t.conn.clone();
+                    return CallConn {
+                        manager: t.conn.clone(),
+                        thread_ready: Some(t.ready.clone()),
+                    };
                 }
-                return self.conn.clone();
+                return shared();
             }
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return self.conn.clone();
+                return shared();
             };
             match ConnectionManager::new_lazy_with_config(
                 self.client.clone(),
@@ -180,7 +218,12 @@ impl RedisStore {
             ) {
                 Ok(conn) => {
                     let ready = Arc::new(AtomicBool::new(false));
-                    runtime.spawn(warm_up(conn.clone(), ready.clone(), self.connect_timeout));
+                    runtime.spawn(keep_thread_conn(
+                        conn.clone(),
+                        ready.clone(),
+                        self.connect_timeout,
+                        Arc::downgrade(&self.alive),
+                    ));
                     conns.push(ThreadConn {
                         store: self.id,
                         conn,
@@ -191,7 +234,7 @@ impl RedisStore {
                     log::warn!("store: no per-thread connection, using the shared one: {e}");
                 }
             }
-            self.conn.clone()
+            shared()
         })
     }
 
@@ -205,10 +248,9 @@ impl RedisStore {
 
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn();
-        match tokio::time::timeout(self.op_timeout, cmd.query_async(&mut conn)).await {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(result) => result.map_err(map_error),
-        }
+        let outcome =
+            tokio::time::timeout(self.op_timeout, cmd.query_async(&mut conn.manager)).await;
+        conn.settle(outcome)
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -249,10 +291,10 @@ impl RedisStore {
         let mut conn = self.conn();
         let mut call = self.set_add_script.key(key);
         call.arg(member).arg(ttl_ms(ttl));
-        match tokio::time::timeout(self.op_timeout, call.invoke_async::<i64>(&mut conn)).await {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(r) => r.map(|_| ()).map_err(map_error),
-        }
+        let outcome =
+            tokio::time::timeout(self.op_timeout, call.invoke_async::<i64>(&mut conn.manager))
+                .await;
+        conn.settle(outcome).map(|_| ())
     }
 
     pub(super) async fn eval_ints(
@@ -269,11 +311,12 @@ impl RedisStore {
         for a in args {
             call.arg(a);
         }
-        match tokio::time::timeout(self.op_timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await
-        {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(r) => r.map_err(map_error),
-        }
+        let outcome = tokio::time::timeout(
+            self.op_timeout,
+            call.invoke_async::<Vec<i64>>(&mut conn.manager),
+        )
+        .await;
+        conn.settle(outcome)
     }
 
     pub(super) async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
@@ -408,18 +451,27 @@ fn spawn_runtime() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), Stor
 }
 
 /// Pings Redis every second and records whether it answered in time.
-/// Connects a proxy thread's connection in the background and marks it ready once it answers;
-/// retries every second while Redis does not.
-async fn warm_up(conn: ConnectionManager, ready: Arc<AtomicBool>, connect_timeout: Duration) {
-    loop {
+/// Keeps a proxy thread's own connection: pings it (connecting first when needed) and sets
+/// `ready` from the answer, every `THREAD_CONN_PING_EVERY` while it answers and every second
+/// while it does not; ends when the store is dropped.
+async fn keep_thread_conn(
+    conn: ConnectionManager,
+    ready: Arc<AtomicBool>,
+    connect_timeout: Duration,
+    store_alive: std::sync::Weak<()>,
+) {
+    while store_alive.upgrade().is_some() {
         let mut c = conn.clone();
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut c);
-        if let Ok(Ok(_)) = tokio::time::timeout(connect_timeout, ping).await {
-            ready.store(true, Ordering::Relaxed);
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ok = matches!(tokio::time::timeout(connect_timeout, ping).await, Ok(Ok(_)));
+        ready.store(ok, Ordering::Relaxed);
+        let pause = if ok {
+            THREAD_CONN_PING_EVERY
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
