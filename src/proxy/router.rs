@@ -87,7 +87,14 @@ struct HostTable {
     exact: HashMap<Box<str>, Vec<Candidate>>,
     /// (prefix without trailing slash, or "" for "/", candidates); longest first.
     prefixes: Vec<(Box<str>, Vec<Candidate>)>,
+    /// Position in `prefixes` of each prefix, for tables with more than `SCAN_LIMIT` of them.
+    prefix_index: HashMap<Box<str>, usize>,
 }
+
+/// Up to this many prefixes, a scan (longest first) beats hashing the path's segment
+/// boundaries; above it, the lookups per request depend on the path's depth, not on the
+/// number of routes.
+const SCAN_LIMIT: usize = 8;
 
 /// The compiled routing table.
 #[derive(Debug, Default)]
@@ -229,6 +236,12 @@ impl HostTable {
     fn finish(&mut self) {
         self.prefixes
             .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        self.prefix_index = self
+            .prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, (prefix, _))| (prefix.clone(), i))
+            .collect();
         let lists = self
             .exact
             .values_mut()
@@ -247,18 +260,66 @@ impl HostTable {
                 });
             }
         }
+        if self.prefixes.len() <= SCAN_LIMIT {
+            self.find_prefix_by_scan(path, method, allowed)
+        } else {
+            self.find_prefix_by_index(path, method, allowed)
+        }
+    }
+
+    fn find_prefix_by_scan(
+        &self,
+        path: &str,
+        method: &str,
+        allowed: &mut MethodSet,
+    ) -> Option<RouteMatch> {
         for (prefix, list) in &self.prefixes {
             if prefix_matches(prefix, path) {
-                if let Some(route) = pick(list, method, allowed) {
-                    return Some(RouteMatch::Found {
-                        route,
-                        matched_len: prefix.len(),
-                    });
+                if let Some(found) = found_in(prefix, list, method, allowed) {
+                    return Some(found);
                 }
             }
         }
         None
     }
+
+    /// The prefixes that can match `path` are the path itself and the path cut at each `/`
+    /// (segment-aware matching), so looking those up from the longest down finds the same
+    /// route as the scan.
+    fn find_prefix_by_index(
+        &self,
+        path: &str,
+        method: &str,
+        allowed: &mut MethodSet,
+    ) -> Option<RouteMatch> {
+        let mut candidate = path;
+        loop {
+            if let Some((prefix, list)) = self
+                .prefix_index
+                .get(candidate)
+                .and_then(|&i| self.prefixes.get(i))
+            {
+                if let Some(found) = found_in(prefix, list, method, allowed) {
+                    return Some(found);
+                }
+            }
+            // '/' is ASCII, so the cut is always at a character boundary.
+            candidate = &candidate[..candidate.rfind('/')?];
+        }
+    }
+}
+
+/// The route of `list` that takes `method`, as a match of `prefix`.
+fn found_in(
+    prefix: &str,
+    list: &[Candidate],
+    method: &str,
+    allowed: &mut MethodSet,
+) -> Option<RouteMatch> {
+    pick(list, method, allowed).map(|route| RouteMatch::Found {
+        route,
+        matched_len: prefix.len(),
+    })
 }
 
 fn pick(list: &[Candidate], method: &str, allowed: &mut MethodSet) -> Option<usize> {
@@ -363,6 +424,74 @@ mod tests {
             route("ro", &["h"], "/items", false, &["GET"]),
         ]);
         assert_eq!(found(r.find("h", "/items", "POST")), 0);
+    }
+
+    #[test]
+    fn indexed_prefix_lookup_agrees_with_the_scan() {
+        let prefixes = [
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/c",
+            "/api",
+            "/api/v1",
+            "/api/v1/users",
+            "/api/v2",
+            "/apix",
+            "/static",
+            "/static/img",
+            "/x/y/z",
+            "/%2F",
+            "/a b",
+        ];
+        let mut routes: Vec<RouteConfig> = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| route(&format!("r{i}"), &[], p, false, &[]))
+            .collect();
+        routes.push(route("posts", &[], "/api/v1", false, &["POST"]));
+        let router = Router::build(&routes);
+        let table = &router.any_host;
+        assert!(
+            table.prefixes.len() > SCAN_LIMIT,
+            "the test must exercise the index"
+        );
+        let paths = [
+            "",
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a/b",
+            "/a/bc",
+            "/a/b/c/d",
+            "/api",
+            "/api/",
+            "/apix/1",
+            "/api/v1/users/7",
+            "/api/v1/usersx",
+            "/api/v2/",
+            "/api/v3",
+            "/static/img/x.png",
+            "/x/y",
+            "/x/y/z/",
+            "/%2F/x",
+            "/a b/c",
+            "*",
+            "relative/path",
+            "/ü/ß",
+        ];
+        for path in paths {
+            for method in ["GET", "POST", "PURGE"] {
+                let (mut a, mut b) = (MethodSet(0), MethodSet(0));
+                assert_eq!(
+                    table.find_prefix_by_index(path, method, &mut a),
+                    table.find_prefix_by_scan(path, method, &mut b),
+                    "{method} {path:?}"
+                );
+                assert_eq!(a, b, "allowed methods for {method} {path:?}");
+            }
+        }
     }
 
     #[test]
