@@ -191,9 +191,14 @@ impl AdminApp {
             Ok(k) => k,
             Err(r) => return *r,
         };
-        match keys.revoke(id).await {
-            Ok(true) => json(StatusCode::OK, serde_json::json!({"revoked": id})),
-            Ok(false) => error(
+        match keys.revoke_returning_invalidation(id).await {
+            Ok(Some(invalidation)) => {
+                // Other nodes learn it from the store; this one forgets the key before it
+                // answers, so a client told "revoked" can never use the key here again.
+                self.runtime.services().auth.cache.apply(&invalidation);
+                json(StatusCode::OK, serde_json::json!({"revoked": id}))
+            }
+            Ok(None) => error(
                 StatusCode::NOT_FOUND,
                 "key_not_found",
                 "no key with this id",

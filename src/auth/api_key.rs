@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::principal::{unix_now, Credential, Principal};
-use crate::store::{Store, StoreError};
+use crate::store::{Invalidation, Store, StoreError};
 
 /// The prefix every generated key starts with, so leaked keys are easy to recognise and scan for.
 pub const KEY_PREFIX: &str = "pc_";
@@ -278,11 +278,20 @@ impl KeyStore {
 
     /// Revokes a key by id and tells every node; whether it existed.
     pub async fn revoke(&self, id: &str) -> Result<bool, KeyError> {
+        Ok(self.revoke_returning_invalidation(id).await?.is_some())
+    }
+
+    /// Revokes a key by id and tells every node; the invalidation published (for the calling
+    /// node to apply to its own cache at once), or `None` when there was no such key.
+    pub async fn revoke_returning_invalidation(
+        &self,
+        id: &str,
+    ) -> Result<Option<Invalidation>, KeyError> {
         if !valid_key_id(id) {
-            return Ok(false);
+            return Ok(None);
         }
         let Some(hash_hex) = self.store.get(&self.id_key(id)).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let hash_hex = String::from_utf8_lossy(&hash_hex).to_string();
         let record_key = self.record_key(&hash_hex);
@@ -295,10 +304,9 @@ impl KeyStore {
         }
         self.store.delete(&record_key).await?;
         self.store.delete(&self.id_key(id)).await?;
-        self.store
-            .publish_invalidation(&format!("apikey:{hash_hex}"))
-            .await?;
-        Ok(true)
+        let invalidation = format!("apikey:{hash_hex}");
+        self.store.publish_invalidation(&invalidation).await?;
+        Ok(Some(Invalidation::Key(invalidation)))
     }
 }
 

@@ -205,7 +205,12 @@ impl AuthShared {
         self.store
             .set(&key, b"1", std::time::Duration::from_secs(ttl))
             .await?;
-        self.store.publish_invalidation(&format!("jti:{jti}")).await
+        let invalidation = format!("jti:{jti}");
+        // This node refuses the token before the call returns; the others learn it from the
+        // store (without this, the node that revoked it relied on its own subscription too).
+        self.cache
+            .apply(&crate::store::Invalidation::Key(invalidation.clone()));
+        self.store.publish_invalidation(&invalidation).await
     }
 
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
