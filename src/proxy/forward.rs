@@ -76,6 +76,24 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
     }
 }
 
+/// Hop-by-hop headers an upstream response may carry that Pingora does not remove itself.
+const RESPONSE_HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "trailer"];
+
+/// Removes hop-by-hop headers from an upstream response; most carry none, so one pass over the
+/// names decides whether any removal (a hash lookup in two maps each) is needed.
+pub fn remove_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
+    if !resp
+        .headers
+        .keys()
+        .any(|k| RESPONSE_HOP_BY_HOP.contains(&k.as_str()))
+    {
+        return;
+    }
+    for name in RESPONSE_HOP_BY_HOP {
+        resp.remove_header(name);
+    }
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`. A client's own values are kept only when the TCP peer
 /// is a trusted proxy; otherwise they are replaced, so clients cannot spoof their address.
 pub fn set_forwarded_headers(
@@ -197,6 +215,21 @@ mod tests {
             !r.headers.contains_key("upgrade"),
             "upgrade without Connection goes"
         );
+    }
+
+    #[test]
+    fn response_hop_by_hop_headers_are_removed_and_others_kept() {
+        let mut r = pingora::http::ResponseHeader::build(200, None).expect("response");
+        for (k, v) in [
+            ("keep-alive", "timeout=5"),
+            ("trailer", "x"),
+            ("x-kept", "1"),
+        ] {
+            r.append_header(k.to_string(), v).expect("header");
+        }
+        remove_response_hop_by_hop(&mut r);
+        assert!(!r.headers.contains_key("keep-alive") && !r.headers.contains_key("trailer"));
+        assert!(r.headers.contains_key("x-kept"));
     }
 
     #[test]

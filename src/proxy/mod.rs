@@ -86,10 +86,7 @@ impl Gateway {
         session: &Session,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<(), GatewayError> {
-        let (Some(rt), Some(i)) = (&ctx.runtime, ctx.route) else {
-            return Ok(());
-        };
-        let Some(route) = rt.routes.get(i) else {
+        let Some(route) = ctx.route() else {
             return Ok(());
         };
         if route.rate_limit.is_empty() {
@@ -200,10 +197,7 @@ async fn authenticate(
     session: &Session,
     ctx: &mut RequestCtx,
 ) -> std::result::Result<(), GatewayError> {
-    let (Some(rt), Some(i)) = (&ctx.runtime, ctx.route) else {
-        return Ok(());
-    };
-    let Some(route) = rt.routes.get(i) else {
+    let (Some(rt), Some(route)) = (ctx.runtime.as_deref(), ctx.route()) else {
         return Ok(());
     };
     if route.auth.methods.is_empty() {
@@ -460,10 +454,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(rt) = ctx.runtime.clone() else {
-            return Ok(());
-        };
-        let Some(route) = ctx.route.and_then(|i| rt.routes.get(i)) else {
+        let (Some(rt), Some(route)) = (ctx.runtime.as_deref(), ctx.route()) else {
             return Ok(());
         };
         if route.strip_prefix {
@@ -471,21 +462,11 @@ impl ProxyHttp for Gateway {
             let query = upstream.uri.query().map(str::to_string);
             set_path_and_query(upstream, &path, query.as_deref(), "path after strip_prefix")?;
         }
-        let original_host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned();
+        let original_host = session.req_header().headers.get(http::header::HOST);
         forward::remove_hop_by_hop(upstream);
         let ip = client_ip(session);
         let trusted = ip.is_some_and(|ip| rt.is_trusted(ip));
-        forward::set_forwarded_headers(
-            upstream,
-            ip,
-            trusted,
-            is_https(session),
-            original_host.as_ref(),
-        )?;
+        forward::set_forwarded_headers(upstream, ip, trusted, is_https(session), original_host)?;
         if !route.preserve_host {
             let host = route
                 .pool
@@ -499,7 +480,7 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id_header {
             upstream.insert_header(X_REQUEST_ID, id.clone())?;
         }
-        apply_identity(upstream, &rt, route, ctx.principal.as_deref())?;
+        apply_identity(upstream, rt, route, ctx.principal.as_deref())?;
         for name in &route.request_remove {
             upstream.remove_header(name);
         }
@@ -518,9 +499,7 @@ impl ProxyHttp for Gateway {
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_duration = Some(start.elapsed());
         }
-        for name in ["keep-alive", "proxy-connection", "trailer"] {
-            resp.remove_header(name);
-        }
+        forward::remove_response_hop_by_hop(resp);
         Ok(())
     }
 
