@@ -11,6 +11,7 @@ use support::config::{route, upstream};
 use support::gateway::{run_to_exit, GatewayBuilder};
 use support::raw;
 use support::{assert_error, eventually, metric, Client, Gateway, Redis, Response, Upstream};
+use support::{auth_decisions as decisions, local_hits, timed, unix_now};
 
 /// Bearer token of the admin API (given to the gateway as `ADMIN_TOKEN`).
 const ADMIN_TOKEN: &str = "admin-token-7f3c9e1d5b2a4c68";
@@ -128,40 +129,6 @@ fn id_of(record: &Value) -> String {
 /// `GET path` on the proxy with the key in `x-api-key`.
 fn with_key(client: &Client, gw: &Gateway, path: &str, key: &str) -> Response {
     client.get_with(&gw.url(path), &[("x-api-key", key)])
-}
-
-/// Runs `f` and returns its result with how long it took.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
-/// `portcullis_auth_decisions_total` for a route and result (0 when never recorded).
-fn decisions(gw: &Gateway, route: &str, method: &str, result: &str) -> f64 {
-    metric(
-        &gw.metrics(),
-        "portcullis_auth_decisions_total",
-        &[("route", route), ("method", method), ("result", result)],
-    )
-    .unwrap_or(0.0)
-}
-
-/// Local-tier hits of the decision cache (0 when never recorded).
-fn local_hits(gw: &Gateway) -> f64 {
-    metric(
-        &gw.metrics(),
-        "portcullis_auth_cache_lookups_total",
-        &[("tier", "local"), ("result", "hit")],
-    )
-    .unwrap_or(0.0)
 }
 
 /// `"store": {"kind", "state"}` of `GET /readyz`.

@@ -18,7 +18,8 @@ use support::config::{route, upstream};
 use support::gateway::GatewayBuilder;
 use support::jwks::{b64, jwks_document, sign, sign_raw, JwksServer, RsaKey};
 use support::raw;
-use support::{assert_error, eventually, metric, Client, Gateway, Redis, Response, Upstream};
+use support::{assert_error, eventually, Client, Gateway, Redis, Response, Upstream};
+use support::{auth_decisions as decisions, local_hits, timed, unix_now};
 
 /// Bearer token of the admin API (given to the gateway as `ADMIN_TOKEN`).
 const ADMIN_TOKEN: &str = "admin-token-3b9d0f6a2c1e4857";
@@ -160,13 +161,6 @@ fn keys() -> &'static Keys {
     })
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// Valid claims for `sub`: ten minutes of validity, issuer and audience as configured, and a
 /// nonce so that no two tokens are equal (each one is verified, not found in the cache).
 fn claims(sub: &str) -> Value {
@@ -248,33 +242,6 @@ fn assert_invalid_token(response: &Response, what: &str, description: &str) {
     let challenge = response.header("www-authenticate").unwrap_or_default();
     let expected = format!("Bearer error=\"invalid_token\", error_description=\"{description}\"");
     assert_eq!(challenge, expected, "{what}: WWW-Authenticate");
-}
-
-/// Runs `f` and returns its result with how long it took.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed())
-}
-
-/// `portcullis_auth_decisions_total` for a route and result (0 when never recorded).
-fn decisions(gw: &Gateway, route: &str, method: &str, result: &str) -> f64 {
-    metric(
-        &gw.metrics(),
-        "portcullis_auth_decisions_total",
-        &[("route", route), ("method", method), ("result", result)],
-    )
-    .unwrap_or(0.0)
-}
-
-/// Local-tier hits of the decision cache (0 when never recorded).
-fn local_hits(gw: &Gateway) -> f64 {
-    metric(
-        &gw.metrics(),
-        "portcullis_auth_cache_lookups_total",
-        &[("tier", "local"), ("result", "hit")],
-    )
-    .unwrap_or(0.0)
 }
 
 /// An admin API request with the bearer token and a JSON body.

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use support::config::{route, upstream};
 use support::gateway::GatewayBuilder;
 use support::redis::Reply;
-use support::{assert_error, eventually, metric, Client, Gateway, Redis, Response, Upstream};
+use support::{
+    assert_error, eventually, metric, timed, Client, Gateway, Redis, Response, Upstream,
+};
 
 /// Bearer token of the admin API (given to the gateway as `ADMIN_TOKEN`).
 const ADMIN_TOKEN: &str = "admin-token-rl-5c1e8a93d7f2";
@@ -137,12 +139,6 @@ fn sleep_until(at: Instant) {
     if at > now {
         thread::sleep(at - now);
     }
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed())
 }
 
 /// A numeric response header.

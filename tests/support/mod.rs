@@ -22,7 +22,7 @@ pub mod upstream;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use client::{assert_error, Client, Echo, Response};
 pub use gateway::{run_to_exit, Gateway};
@@ -155,4 +155,39 @@ pub fn peer_health(metrics: &str, upstream: &str, port: u16) -> Option<f64> {
                 && s.labels.get("peer").is_some_and(|p| p.ends_with(&suffix))
         })
         .map(|s| s.value)
+}
+
+/// Runs `f`; its result and how long it took.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// `portcullis_auth_decisions_total` for a route, method and result (0 when never recorded).
+pub fn auth_decisions(gw: &Gateway, route: &str, method: &str, result: &str) -> f64 {
+    metric(
+        &gw.metrics(),
+        "portcullis_auth_decisions_total",
+        &[("route", route), ("method", method), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Local-tier hits of the auth decision cache (0 when never recorded).
+pub fn local_hits(gw: &Gateway) -> f64 {
+    metric(
+        &gw.metrics(),
+        "portcullis_auth_cache_lookups_total",
+        &[("tier", "local"), ("result", "hit")],
+    )
+    .unwrap_or(0.0)
 }

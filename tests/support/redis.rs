@@ -63,14 +63,7 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-                "redis-server is not on PATH; these tests need a real Redis: install the Debian package \
-                 `redis-server` (apt-get install redis-server)"
-            ),
-            Err(e) => panic!("cannot start redis-server: {e}"),
-        };
+        let child = expect_redis_server(spawned);
         let mut redis = Redis { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -340,14 +333,7 @@ impl TlsRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-                "redis-server is not on PATH; these tests need a real Redis: install the Debian package \
-                 `redis-server` (apt-get install redis-server)"
-            ),
-            Err(e) => panic!("cannot start redis-server: {e}"),
-        };
+        let child = expect_redis_server(spawned);
         let mut redis = TlsRedis { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -561,4 +547,16 @@ fn openssl_in(dir: &Path, args: &[&str]) {
         "openssl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The started `redis-server`, or a loud failure naming the Debian package when it is missing.
+fn expect_redis_server(spawned: io::Result<Child>) -> Child {
+    match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+            "redis-server is not on PATH; these tests need a real Redis: install the Debian package \
+             `redis-server` (apt-get install redis-server)"
+        ),
+        Err(e) => panic!("cannot start redis-server: {e}"),
+    }
 }
