@@ -20,6 +20,7 @@ use crate::auth::{
 };
 use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
 use crate::observe::{Metrics, Redactor};
+use crate::proxy::forward::SpoofGuard;
 use crate::proxy::pool::Pool;
 use crate::proxy::router::Router;
 use crate::ratelimit::{Limiter, RoutePolicy};
@@ -96,6 +97,8 @@ pub struct Runtime {
     pub redactor: Redactor,
     /// Authentication as configured.
     pub auth: Authenticator,
+    /// Request headers clients may not set (identity, forwarding), folded once here.
+    pub spoof_guard: SpoofGuard,
 }
 
 /// Why a config could not become a runtime.
@@ -156,6 +159,8 @@ impl Runtime {
             .map(|r| compile_route(r, &pools, &config, services))
             .collect::<Result<Vec<_>, _>>()?;
         let router = Router::build(&config.routes);
+        let auth = compile_auth(&config, &services.auth, previous)?;
+        let spoof_guard = SpoofGuard::new(auth.claim_headers());
         let s = &config.server;
         Ok(Runtime {
             router,
@@ -172,7 +177,8 @@ impl Runtime {
                 .ok()
                 .map_or(60, |d| d.0.as_secs_f64().ceil().max(1.0) as u64),
             redactor: Redactor::new(&config.log),
-            auth: compile_auth(&config, &services.auth, previous)?,
+            auth,
+            spoof_guard,
             config,
         })
     }

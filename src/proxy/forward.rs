@@ -1,14 +1,172 @@
-//! What changes on a request's way upstream: forwarding headers, hop-by-hop headers, Host.
+//! What changes on a request's way upstream: forwarding headers, hop-by-hop headers, Host,
+//! the headers a client may not set itself, and who the client really is.
 
 use std::net::IpAddr;
 
 use http::header::{CONNECTION, HOST, TE, TRAILER, UPGRADE};
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_PORT: &str = "x-forwarded-port";
+const X_REAL_IP: &str = "x-real-ip";
+
+/// The authenticated consumer, as sent upstream.
+pub(crate) const X_CONSUMER_ID: &str = "x-consumer-id";
+
+/// Headers in which a proxy in front tells what it saw of the client or the original request
+/// (its address, scheme, host, port, path). Only a trusted proxy may say so: from any other peer
+/// they are removed, and the gateway sets `X-Forwarded-For/-Proto/-Host/-Port` and `X-Real-IP`
+/// itself. Lowercase, with `-`: the form an upstream folds every spelling to.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    X_REAL_IP,
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded",
+    "forwarded-for",
+    "x-url-scheme",
+    "front-end-https",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-host",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+];
+
+/// How many `X-Forwarded-For` entries are looked at, from the right, at most: no real chain of
+/// proxies is longer, and a client must not make the gateway walk an arbitrarily long list.
+const MAX_FORWARDED_HOPS: usize = 16;
+
+// === impl SpoofGuard ===
+
+/// The request headers a client may not set itself, compiled once per config.
+///
+/// Upstreams fold header names: case always, and CGI, WSGI, PHP and Rack servers also map `_`
+/// to `-` (`X_Consumer_Id` and `X-Consumer-Id` both become `HTTP_X_CONSUMER_ID`). So every
+/// request header whose name folds to a guarded one is removed, not only the exact spelling.
+#[derive(Debug, Clone)]
+pub struct SpoofGuard {
+    /// Headers the gateway sets from the principal (`X-Consumer-Id`, `claims_to_headers`
+    /// targets), folded: removed from every request, from any peer.
+    identity: Vec<Box<[u8]>>,
+}
+
+impl SpoofGuard {
+    /// A guard for `X-Consumer-Id` and the given identity headers (e.g. claim headers).
+    pub fn new<'a>(identity: impl IntoIterator<Item = &'a HeaderName>) -> SpoofGuard {
+        let mut folded: Vec<Box<[u8]>> = vec![X_CONSUMER_ID.as_bytes().into()];
+        for name in identity {
+            let f: Box<[u8]> = name.as_str().bytes().map(fold).collect();
+            if !folded.contains(&f) {
+                folded.push(f);
+            }
+        }
+        SpoofGuard { identity: folded }
+    }
+
+    /// Removes what the client may not say: identity headers in every spelling, and unless
+    /// the TCP peer is a trusted proxy the forwarding headers too. A trusted proxy vouches only
+    /// for the spelling it sets, so `_` spellings of forwarding headers go even from one.
+    ///
+    /// One pass over the request's header names, no allocation, when none of them is guarded.
+    pub fn strip(&self, req: &mut RequestHeader, trusted_peer: bool) {
+        if !req.headers.keys().any(|n| self.is_guarded(n, trusted_peer)) {
+            return;
+        }
+        let guarded: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| self.is_guarded(n, trusted_peer))
+            .cloned()
+            .collect();
+        for name in &guarded {
+            req.remove_header(name);
+        }
+    }
+
+    /// Whether a request header must not reach the upstream as the client sent it.
+    fn is_guarded(&self, name: &HeaderName, trusted_peer: bool) -> bool {
+        let raw = name.as_str().as_bytes();
+        if self.identity.iter().any(|g| folds_to(raw, g)) {
+            return true;
+        }
+        (!trusted_peer || raw.contains(&b'_'))
+            && FORWARDING.iter().any(|g| folds_to(raw, g.as_bytes()))
+    }
+}
+
+/// A header name byte as upstreams compare it (`HeaderName`s are lowercase already).
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b
+    }
+}
+
+/// Whether `name` folds to `folded`; comparing in place spares a folded copy per header.
+fn folds_to(name: &[u8], folded: &[u8]) -> bool {
+    name.len() == folded.len() && name.iter().zip(folded).all(|(&a, &b)| fold(a) == b)
+}
+
+/// The client a request is from.
+///
+/// From an untrusted TCP peer, the peer itself. From a trusted proxy, `X-Forwarded-For` is read
+/// from the right (the entries trusted proxies appended): the first address not inside a
+/// trusted network is the client; when all are trusted, the left-most. The walk stops at the
+/// first entry that is not a bare IP address (`unknown`, a port, brackets, garbage, a value
+/// that is not text) or after [`MAX_FORWARDED_HOPS`] entries, and the client is the last address
+/// that was verified: whatever stands further left was written by someone no trusted proxy
+/// vouches for, so a client can never pick an arbitrary address this way.
+pub fn real_client_ip(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    is_trusted: impl Fn(IpAddr) -> bool,
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    let mut hops = 0;
+    // The last header line holds the right-most entries.
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return Some(client);
+        };
+        for entry in text.rsplit(',').map(str::trim).filter(|e| !e.is_empty()) {
+            hops += 1;
+            if hops > MAX_FORWARDED_HOPS {
+                return Some(client);
+            }
+            let Ok(ip) = entry.parse::<IpAddr>() else {
+                return Some(client);
+            };
+            if !is_trusted(ip) {
+                return Some(ip);
+            }
+            client = ip;
+        }
+    }
+    Some(client)
+}
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus the
 /// non-standard ones that proxies in the wild still send.
@@ -125,6 +283,33 @@ pub fn set_forwarded_headers(
             Some(h) => req.insert_header(X_FORWARDED_HOST, h.clone())?,
             None => {
                 req.remove_header(X_FORWARDED_HOST);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets `X-Real-IP` to the real client (see [`real_client_ip`]) and `X-Forwarded-Port` to the
+/// port the client connected to, unless a trusted proxy sent one. `X-Real-IP` is always the
+/// gateway's: the address it derived from the trusted hops already is what a trusted proxy
+/// would say, and proxies in front often pass a client's `X-Real-IP` through untouched.
+pub fn set_client_headers(
+    req: &mut RequestHeader,
+    client_ip: Option<IpAddr>,
+    trusted: bool,
+    local_port: Option<u16>,
+) -> pingora::Result<()> {
+    match client_ip {
+        Some(ip) => req.insert_header(X_REAL_IP, ip_header_value(ip))?,
+        None => {
+            req.remove_header(X_REAL_IP);
+        }
+    }
+    if !(trusted && req.headers.contains_key(X_FORWARDED_PORT)) {
+        match local_port {
+            Some(port) => req.insert_header(X_FORWARDED_PORT, HeaderValue::from(port))?,
+            None => {
+                req.remove_header(X_FORWARDED_PORT);
             }
         }
     }
@@ -256,5 +441,190 @@ mod tests {
         let mut r = req(&[("x-forwarded-for", "203.0.113.1")]);
         set_forwarded_headers(&mut r, Some(ip), true, false, None).expect("set");
         assert_eq!(r.headers["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    /// Trusted: 10.0.0.0/8 (the load balancers) and 127.0.0.1.
+    fn trusted(ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => v4.octets()[0] == 10 || v4.is_loopback(),
+            IpAddr::V6(_) => false,
+        }
+    }
+
+    fn client_of(peer: &str, xff: &[&str]) -> Option<IpAddr> {
+        let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+        real_client_ip(Some(ip(peer)), &req(&pairs).headers, trusted)
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_xff_says() {
+        assert_eq!(client_of("192.0.2.7", &["6.6.6.6"]), Some(ip("192.0.2.7")));
+        assert_eq!(client_of("192.0.2.7", &[]), Some(ip("192.0.2.7")));
+        assert_eq!(real_client_ip(None, &HeaderMap::new(), trusted), None);
+    }
+
+    #[test]
+    fn trusted_peer_gives_the_right_most_untrusted_xff_hop() {
+        assert_eq!(
+            client_of("10.0.0.1", &["198.51.100.1"]),
+            Some(ip("198.51.100.1"))
+        );
+        // A client-chosen left-most entry never wins over what the proxy appended.
+        assert_eq!(
+            client_of("10.0.0.1", &["6.6.6.6, 198.51.100.1, 10.0.0.9"]),
+            Some(ip("198.51.100.1"))
+        );
+        // Several header lines: the last one holds the right-most entries.
+        assert_eq!(
+            client_of("10.0.0.1", &["6.6.6.6", "198.51.100.2 , 10.0.0.9"]),
+            Some(ip("198.51.100.2"))
+        );
+        assert_eq!(
+            client_of("10.0.0.1", &["2001:db8::1"]),
+            Some(ip("2001:db8::1"))
+        );
+    }
+
+    #[test]
+    fn all_trusted_hops_give_the_left_most_and_no_xff_gives_the_peer() {
+        assert_eq!(
+            client_of("10.0.0.1", &["10.0.0.3, 10.0.0.2"]),
+            Some(ip("10.0.0.3"))
+        );
+        assert_eq!(client_of("10.0.0.1", &[]), Some(ip("10.0.0.1")));
+        assert_eq!(client_of("10.0.0.1", &[" , "]), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn malformed_xff_entries_stop_the_walk_at_the_last_verified_address() {
+        for bad in [
+            "unknown",
+            "198.51.100.1:4711",
+            "[2001:db8::1]",
+            "[2001:db8::1]:80",
+            "not an address",
+            "fe80::1%eth0",
+            "1.2.3",
+        ] {
+            let header = format!("6.6.6.6, {bad}");
+            assert_eq!(
+                client_of("10.0.0.1", &[&header]),
+                Some(ip("10.0.0.1")),
+                "{bad}: the peer"
+            );
+            let header = format!("6.6.6.6, {bad}, 10.0.0.7");
+            assert_eq!(
+                client_of("10.0.0.1", &[&header]),
+                Some(ip("10.0.0.7")),
+                "{bad}: the last trusted hop"
+            );
+        }
+        let mut r = req(&[]);
+        r.append_header(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff1.2.3.4").expect("value"),
+        )
+        .expect("header");
+        assert_eq!(
+            real_client_ip(Some(ip("10.0.0.1")), &r.headers, trusted),
+            Some(ip("10.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn xff_walk_is_bounded_in_hops() {
+        let mut chain = vec!["6.6.6.6".to_string()];
+        chain.extend((0..MAX_FORWARDED_HOPS + 4).map(|i| format!("10.0.0.{i}")));
+        let header = chain.join(", ");
+        let found = client_of("10.0.0.200", &[&header]).expect("an address");
+        assert!(trusted(found), "stops at a trusted hop, got {found}");
+    }
+
+    fn guard() -> SpoofGuard {
+        let claims = [
+            HeaderName::from_static("x-user-email"),
+            HeaderName::from_static("x_tenant"),
+        ];
+        SpoofGuard::new(&claims)
+    }
+
+    /// The request's header names, sorted (removal may reorder them).
+    fn names(r: &RequestHeader) -> Vec<&str> {
+        let mut names: Vec<&str> = r.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn identity_headers_go_in_every_spelling_from_every_peer() {
+        for trusted_peer in [false, true] {
+            let mut r = req(&[
+                ("X-Consumer-Id", "admin"),
+                ("X_Consumer_Id", "admin"),
+                ("x-consumer_ID", "admin"),
+                ("X_USER_EMAIL", "boss@example.com"),
+                ("x-tenant", "other"),
+                ("x_tenant", "other"),
+                ("x-consumer-idx", "kept"),
+                ("accept", "*/*"),
+            ]);
+            guard().strip(&mut r, trusted_peer);
+            assert_eq!(names(&r), ["accept", "x-consumer-idx"], "{trusted_peer}");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_go_from_untrusted_peers_and_stay_from_trusted_ones() {
+        let sent: Vec<(&str, &str)> = FORWARDING.iter().map(|n| (*n, "spoof")).collect();
+        let mut r = req(&sent);
+        r.append_header("X_Forwarded_For", "6.6.6.6")
+            .expect("header");
+        r.append_header("accept", "*/*").expect("header");
+        guard().strip(&mut r, false);
+        assert_eq!(names(&r), ["accept"]);
+
+        let mut r = req(&sent);
+        r.append_header("X_Forwarded_For", "6.6.6.6")
+            .expect("header");
+        r.append_header("true_client_ip", "6.6.6.6")
+            .expect("header");
+        guard().strip(&mut r, true);
+        let mut expected = FORWARDING.to_vec();
+        expected.sort_unstable();
+        assert_eq!(
+            names(&r),
+            expected,
+            "a trusted proxy's headers stay, `_` ones go"
+        );
+    }
+
+    #[test]
+    fn requests_with_nothing_guarded_are_left_alone() {
+        let mut r = req(&[("host", "a"), ("x_custom", "1"), ("accept", "*/*")]);
+        guard().strip(&mut r, false);
+        assert_eq!(names(&r), ["accept", "host", "x_custom"]);
+    }
+
+    #[test]
+    fn real_ip_is_always_the_gateways_and_the_port_kept_only_from_a_trusted_proxy() {
+        let client = ip("198.51.100.1");
+        let mut r = req(&[("x-real-ip", "6.6.6.6"), ("x-forwarded-port", "1")]);
+        set_client_headers(&mut r, Some(client), true, Some(8080)).expect("set");
+        assert_eq!(r.headers["x-real-ip"], "198.51.100.1");
+        assert_eq!(r.headers["x-forwarded-port"], "1");
+
+        let mut r = req(&[("x-forwarded-port", "1")]);
+        set_client_headers(&mut r, Some(client), false, Some(8080)).expect("set");
+        assert_eq!(r.headers["x-forwarded-port"], "8080");
+
+        let mut r = req(&[("x-real-ip", "6.6.6.6"), ("x-forwarded-port", "1")]);
+        set_client_headers(&mut r, None, false, None).expect("set");
+        assert!(
+            r.headers.get("x-real-ip").is_none() && r.headers.get("x-forwarded-port").is_none()
+        );
     }
 }

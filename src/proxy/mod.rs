@@ -62,6 +62,11 @@ pub struct RequestCtx {
     quota: Option<Quota>,
     /// Request body bytes seen so far, against `max_body_size` for bodies without a length.
     body_bytes: u64,
+    /// The real client (see `forward::real_client_ip`), decided once for every consumer:
+    /// rate limits, hashing, the access log, `X-Real-IP`.
+    client_ip: Option<IpAddr>,
+    /// Whether the TCP peer is a trusted proxy, whose forwarding headers are kept.
+    peer_trusted: bool,
 }
 
 impl Gateway {
@@ -93,7 +98,7 @@ impl Gateway {
             return Ok(());
         }
         let facts = RequestFacts {
-            client_ip: client_ip(session),
+            client_ip: ctx.client_ip,
             principal: ctx.principal.as_deref(),
             headers: &session.req_header().headers,
         };
@@ -127,7 +132,8 @@ impl RequestCtx {
     }
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The TCP peer's IP; the client is `RequestCtx::client_ip`.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -226,11 +232,7 @@ fn apply_identity(
     route: &Route,
     principal: Option<&Principal>,
 ) -> Result<()> {
-    // Never trust identity headers a client sends itself.
-    upstream.remove_header(X_CONSUMER_ID);
-    for name in rt.auth.claim_headers() {
-        upstream.remove_header(name);
-    }
+    // The client's own identity headers, in every spelling, went in `SpoofGuard::strip`.
     if let Some(p) = principal {
         if let Some(v) = consumer_header(p) {
             upstream.insert_header(X_CONSUMER_ID, v)?;
@@ -263,7 +265,7 @@ fn apply_identity(
     Ok(())
 }
 
-const X_CONSUMER_ID: &str = "x-consumer-id";
+use forward::X_CONSUMER_ID;
 const X_REQUEST_ID: &str = "x-request-id";
 
 /// Replaces the upstream request's path and query; `what` names the rewrite in the error.
@@ -286,12 +288,17 @@ fn set_path_and_query(
     }
 }
 
-fn hash_key_bytes<'a>(key: &HashKey, session: &'a Session, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
+fn hash_key_bytes<'a>(
+    key: &HashKey,
+    session: &'a Session,
+    client_ip: Option<IpAddr>,
+    ip_buf: &'a mut [u8; 16],
+) -> &'a [u8] {
     let req = session.req_header();
     match key {
         HashKey::Path => req.uri.path().as_bytes(),
         HashKey::Header(name) => req.headers.get(name).map_or(&[][..], |v| v.as_bytes()),
-        HashKey::ClientIp => match client_ip(session) {
+        HashKey::ClientIp => match client_ip {
             Some(IpAddr::V4(v4)) => {
                 ip_buf[..4].copy_from_slice(&v4.octets());
                 &ip_buf[..4]
@@ -334,6 +341,8 @@ impl ProxyHttp for Gateway {
             principal: None,
             quota: None,
             body_bytes: 0,
+            client_ip: None,
+            peer_trusted: false,
         }
     }
 
@@ -373,6 +382,10 @@ impl ProxyHttp for Gateway {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(rt.keepalive_secs));
         }
+        let peer = peer_ip(session);
+        ctx.peer_trusted = peer.is_some_and(|ip| rt.is_trusted(ip));
+        ctx.client_ip =
+            forward::real_client_ip(peer, &session.req_header().headers, |ip| rt.is_trusted(ip));
         ctx.runtime = Some(rt);
         Ok(())
     }
@@ -424,7 +437,7 @@ impl ProxyHttp for Gateway {
         let pool = &route.pool;
         let mut ip_buf = [0u8; 16];
         let key = match pool.hash_key() {
-            Some(k) => hash_key_bytes(k, session, &mut ip_buf),
+            Some(k) => hash_key_bytes(k, session, ctx.client_ip, &mut ip_buf),
             None => &[],
         };
         let Some(chosen) = pool.select(key, &ctx.tried) else {
@@ -464,18 +477,23 @@ impl ProxyHttp for Gateway {
         }
         let original_host = session.req_header().headers.get(http::header::HOST);
         forward::remove_hop_by_hop(upstream);
-        let ip = client_ip(session);
-        let trusted = ip.is_some_and(|ip| rt.is_trusted(ip));
-        forward::set_forwarded_headers(upstream, ip, trusted, is_https(session), original_host)?;
-        if !route.preserve_host {
-            let host = route
-                .pool
-                .host_header
-                .clone()
-                .or_else(|| ctx.peer_host.clone());
-            if let Some(h) = host {
-                forward::set_host(upstream, h)?;
-            }
+        let trusted = ctx.peer_trusted;
+        rt.spoof_guard.strip(upstream, trusted);
+        let https = is_https(session);
+        forward::set_forwarded_headers(upstream, peer_ip(session), trusted, https, original_host)?;
+        let local_port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port());
+        forward::set_client_headers(upstream, ctx.client_ip, trusted, local_port)?;
+        // An upstream's `host_header` wins over `preserve_host`: it names what the peers serve.
+        let host = match &route.pool.host_header {
+            Some(h) => Some(h.clone()),
+            None if route.preserve_host => None,
+            None => ctx.peer_host.clone(),
+        };
+        if let Some(h) = host {
+            forward::set_host(upstream, h)?;
         }
         if let Some(id) = &ctx.request_id_header {
             upstream.insert_header(X_REQUEST_ID, id.clone())?;
@@ -647,7 +665,7 @@ impl ProxyHttp for Gateway {
                     duration: elapsed,
                     upstream_duration: ctx.upstream_duration,
                     upstream: ctx.tried.last().copied(),
-                    client_ip: client_ip(session),
+                    client_ip: ctx.client_ip,
                     headers: &req.headers,
                 },
             );
