@@ -325,7 +325,7 @@ pub struct ServerConfig {
     /// On SIGTERM: Pingora stops accepting, then waits this long (whole seconds, rounded up)
     /// for in-flight requests before it exits; it always waits the full period.
     pub grace_period: Lenient<Dur>,
-    /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed.
+    /// Peers whose forwarding headers are kept and whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<Lenient<IpNet>>,
     /// Requests whose declared `Content-Length` exceeds this get 413.
     pub max_body_size: Lenient<ByteSize>,
