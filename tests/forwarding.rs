@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -440,4 +441,47 @@ fn ip_limits_ignore_xff_from_an_untrusted_peer() {
     assert_eq!(hit(&gw, "u-2", Some("198.51.100.2")).status, 200);
     assert_error(&hit(&gw, "u-3", Some("198.51.100.3")), 429, "rate_limited");
     assert_eq!(logged_client_ip(&gw, "u-2"), "127.0.0.1");
+}
+
+#[test]
+fn consistent_hash_on_client_ip_uses_the_client_behind_a_trusted_proxy() {
+    let a = Upstream::spawn("a");
+    let b = Upstream::spawn("b");
+    let c = Upstream::spawn("c");
+    let config = [
+        preamble(TRUSTED, false),
+        upstream(
+            "pool",
+            &[&a, &b, &c],
+            "selection = \"consistent_hash\"\nhash_key = \"client_ip\"",
+        ),
+        route("all", "pool", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&config);
+    let client = Client::new();
+
+    let mut clients_per_peer: HashMap<String, usize> = HashMap::new();
+    for i in 1..=24 {
+        let xff = format!("6.6.6.6, 198.51.100.{i}");
+        let spoofed = format!("203.0.113.{i}, 198.51.100.{i}");
+        let first = client
+            .get_with(&gw.url("/ch"), &[("x-forwarded-for", &xff)])
+            .echo();
+        let again = client
+            .get_with(&gw.url("/ch"), &[("x-forwarded-for", &spoofed)])
+            .echo();
+        assert_eq!(
+            first.upstream(),
+            again.upstream(),
+            "client 198.51.100.{i} moved when its left-most entry changed"
+        );
+        *clients_per_peer
+            .entry(first.upstream().to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(
+        clients_per_peer.len() >= 2,
+        "24 clients behind one proxy all hashed to one peer: {clients_per_peer:?}"
+    );
 }

@@ -26,6 +26,7 @@ use crate::observe::{
 use crate::ratelimit::{Quota, RequestFacts, Verdict};
 use crate::runtime::{Route, Runtime, RuntimeHandle};
 use error::GatewayError;
+use forward::X_CONSUMER_ID;
 use router::RouteMatch;
 
 /// Marks "no healthy peer" so `fail_to_proxy` can tell it from a failed connection.
@@ -265,7 +266,6 @@ fn apply_identity(
     Ok(())
 }
 
-use forward::X_CONSUMER_ID;
 const X_REQUEST_ID: &str = "x-request-id";
 
 /// Replaces the upstream request's path and query; `what` names the rewrite in the error.
