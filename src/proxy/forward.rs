@@ -70,7 +70,7 @@ pub struct SpoofGuard {
 
 impl SpoofGuard {
     /// A guard for `X-Consumer-Id` and the given identity headers (e.g. claim headers).
-    pub fn new<'a>(identity: impl IntoIterator<Item = &'a HeaderName>) -> SpoofGuard {
+    pub(crate) fn new<'a>(identity: impl IntoIterator<Item = &'a HeaderName>) -> SpoofGuard {
         let mut folded: Vec<Box<[u8]>> = vec![X_CONSUMER_ID.as_bytes().into()];
         for name in identity {
             let f: Box<[u8]> = name.as_str().bytes().map(fold).collect();
@@ -86,7 +86,7 @@ impl SpoofGuard {
     /// for the spelling it sets, so `_` spellings of forwarding headers go even from one.
     ///
     /// One pass over the request's header names, no allocation, when none of them is guarded.
-    pub fn strip(&self, req: &mut RequestHeader, trusted_peer: bool) {
+    pub(crate) fn strip(&self, req: &mut RequestHeader, trusted_peer: bool) {
         if !req.headers.keys().any(|n| self.is_guarded(n, trusted_peer)) {
             return;
         }
@@ -135,7 +135,7 @@ fn folds_to(name: &[u8], folded: &[u8]) -> bool {
 /// that is not text) or after [`MAX_FORWARDED_HOPS`] entries, and the client is the last address
 /// that was verified: whatever stands further left was written by someone no trusted proxy
 /// vouches for, so a client can never pick an arbitrary address this way.
-pub fn real_client_ip(
+pub(crate) fn real_client_ip(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
     is_trusted: impl Fn(IpAddr) -> bool,
@@ -293,7 +293,7 @@ pub fn set_forwarded_headers(
 /// port the client connected to, unless a trusted proxy sent one. `X-Real-IP` is always the
 /// gateway's: the address it derived from the trusted hops already is what a trusted proxy
 /// would say, and proxies in front often pass a client's `X-Real-IP` through untouched.
-pub fn set_client_headers(
+pub(crate) fn set_client_headers(
     req: &mut RequestHeader,
     client_ip: Option<IpAddr>,
     trusted: bool,
