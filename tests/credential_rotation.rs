@@ -40,9 +40,17 @@ access_log = "off"
 /// `BASE`, `auth` (the `[auth.*]` sections) and the routes `/keyed` (API key), `/jwt` (JWT)
 /// and `/public` to `svc`; `extra_route` adds one more public route (to vary a config).
 fn config(svc: &Upstream, auth: &str, extra_route: bool) -> String {
-    let mut parts = vec![BASE.to_string(), auth.to_string(), upstream("svc", &[svc], "")];
+    let mut parts = vec![
+        BASE.to_string(),
+        auth.to_string(),
+        upstream("svc", &[svc], ""),
+    ];
     if auth.contains("[auth.api_key]") {
-        parts.push(route("keyed", "svc", "path = \"/keyed\"\nauth = [\"api_key\"]"));
+        parts.push(route(
+            "keyed",
+            "svc",
+            "path = \"/keyed\"\nauth = [\"api_key\"]",
+        ));
     }
     if auth.contains("[auth.jwt]") {
         parts.push(route("jwt", "svc", "path = \"/jwt\"\nauth = [\"jwt\"]"));
@@ -334,7 +342,11 @@ fn new_jwks_url_serves_the_last_good_keys_until_its_set_loads_and_the_old_loop_s
     old.set_cache_control(Some("max-age=1"));
     let new = JwksServer::start(jwks_document(&[k2.jwk("k2")]));
     new.set_status(503);
-    let gw = node(&config(&svc, &jwks_auth(&old.url(), "1s"), false), dir.path()).start();
+    let gw = node(
+        &config(&svc, &jwks_auth(&old.url(), "1s"), false),
+        dir.path(),
+    )
+    .start();
     wait_fetches(&old, 2);
     let client = Client::new();
     assert_consumer(
@@ -360,7 +372,8 @@ fn new_jwks_url_serves_the_last_good_keys_until_its_set_loads_and_the_old_loop_s
     new.set_document(jwks_document(&[k2.jwk("k2")]));
     let k2_token = rs_token(&k2, "k2", "bea");
     assert!(
-        eventually(Duration::from_secs(5), || bearer(&client, &gw, &k2_token).status
+        eventually(Duration::from_secs(5), || bearer(&client, &gw, &k2_token)
+            .status
             == 200),
         "the new provider's key k2 was never accepted"
     );
@@ -456,6 +469,10 @@ fn unknown_kid_and_failed_refetches_keep_cached_jwt_decisions_and_are_rate_limit
     thread::sleep(interval + Duration::from_millis(300));
     let response = bearer(&client, &gw, &rs_token(&k1, &unknown_kid(99), "eve"));
     assert_error(&response, 401, "invalid_token");
-    assert_eq!(provider.requests(), before + 2, "the failed refetch happened");
+    assert_eq!(
+        provider.requests(),
+        before + 2,
+        "the failed refetch happened"
+    );
     is_local_hit("after a failed refetch");
 }
