@@ -16,8 +16,7 @@ use ipnet::IpNet;
 
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::{
-    ApiKeySource, AuthShared, Authenticator, KeyHasher, KeyRecord, KeyStore, RouteAuth,
-    StaticKey,
+    ApiKeySource, AuthShared, Authenticator, KeyHasher, KeyRecord, KeyStore, RouteAuth, StaticKey,
 };
 use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
 use crate::observe::{Metrics, Redactor};
@@ -243,7 +242,8 @@ fn compile_auth(
         Some(j) => {
             let previous = previous.and_then(|p| p.auth.jwt()).map(Arc::as_ref);
             Some(Arc::new(
-                JwtVerifier::replacing(j, previous).map_err(|e| RuntimeError::Jwt(e.to_string()))?,
+                JwtVerifier::replacing(j, previous)
+                    .map_err(|e| RuntimeError::Jwt(e.to_string()))?,
             ))
         }
     };
@@ -258,7 +258,10 @@ fn compile_auth(
         Some((source, keys, static_keys)) => (Some((source, keys)), static_keys),
         None => (None, Vec::new()),
     };
-    Ok(Authenticator::new(shared.clone(), api_key, jwt, claim_headers).with_static_keys(static_keys))
+    Ok(
+        Authenticator::new(shared.clone(), api_key, jwt, claim_headers)
+            .with_static_keys(static_keys),
+    )
 }
 
 /// The lifetime of API keys created without one (and of config-declared keys).

@@ -407,6 +407,7 @@ fn jwks_down_from_the_start_answers_503_jwks_unavailable_not_401() {
     for i in 0..3 {
         let response = bearer(&client, &gw, &rs_token(&k1, "k1", "amy"));
         assert_error(&response, 503, "jwks_unavailable");
+        assert_eq!(response.header("retry-after"), Some("1"), "round {i}");
         assert!(
             response.header("www-authenticate").is_none(),
             "round {i}: a 503 is no challenge"

@@ -228,7 +228,8 @@ impl KeyStore {
         secret: &str,
         ttl: Duration,
     ) -> Result<(), KeyError> {
-        self.put_hashed(record, &self.hasher.hash(secret), ttl).await
+        self.put_hashed(record, &self.hasher.hash(secret), ttl)
+            .await
     }
 
     /// Stores a record for a key known only by its hash.

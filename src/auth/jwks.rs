@@ -7,6 +7,10 @@
 //! The [`JwksClient`] fetches `jwks_url`, keeps the last good [`KeySet`] in an `ArcSwap` (a
 //! failed fetch keeps serving the old set), refreshes it in the background and refetches on
 //! demand when a token names an unknown `kid`, at most once per `jwks_min_refetch_interval`.
+//! Every key carries a content fingerprint, and so does the set: cached decisions are keyed on
+//! it, so a refetch that changes nothing keeps them and a rotated key ends them. The refresh
+//! loop runs once per client and ends when the client is dropped; a client that replaces
+//! another (a reload with new JWKS settings) starts from its last good set.
 //!
 //! JWKS keys are loaded strictly:
 //! - `use` other than `"sig"`: skipped (it is not a signing key).
@@ -205,7 +209,12 @@ impl PinnedKey {
         };
         // Written back from the parsed value, so an unchanged JWK in a refetched document gets
         // the same fingerprint whatever the whitespace around it.
-        let fingerprint = key_fingerprint(b"jwk", algorithm, kid.as_deref(), jwk.to_string().as_bytes());
+        let fingerprint = key_fingerprint(
+            b"jwk",
+            algorithm,
+            kid.as_deref(),
+            jwk.to_string().as_bytes(),
+        );
         Self::checked(kid, algorithm, key, fingerprint).map(Some)
     }
 
@@ -1214,13 +1223,28 @@ mod tests {
         let k = keys();
         let k1 = jwk(&k.rsa, Algorithm::RS256, Some("k1"));
         let k2 = jwk(&k.ec256, Algorithm::ES256, Some("k2"));
-        let fp = |doc: &str| *KeySet::parse(doc.as_bytes()).expect("valid set").fingerprint();
+        let fp = |doc: &str| {
+            *KeySet::parse(doc.as_bytes())
+                .expect("valid set")
+                .fingerprint()
+        };
         let one = jwks(std::slice::from_ref(&k1));
         assert_eq!(fp(&one), fp(&one), "an unchanged document");
-        let spaced = format!("{{ \"keys\" : [ {} ] }}", serde_json::to_string_pretty(&k1).expect("json"));
+        let spaced = format!(
+            "{{ \"keys\" : [ {} ] }}",
+            serde_json::to_string_pretty(&k1).expect("json")
+        );
         assert_eq!(fp(&one), fp(&spaced), "whitespace is not content");
-        assert_ne!(fp(&one), fp(&jwks(&[k1.clone(), k2.clone()])), "a key was added");
-        assert_ne!(fp(&one), fp(&jwks(std::slice::from_ref(&k2))), "the key was replaced");
+        assert_ne!(
+            fp(&one),
+            fp(&jwks(&[k1.clone(), k2.clone()])),
+            "a key was added"
+        );
+        assert_ne!(
+            fp(&one),
+            fp(&jwks(std::slice::from_ref(&k2))),
+            "the key was replaced"
+        );
         let mut renamed = k1.clone();
         renamed["kid"] = json!("other");
         assert_ne!(fp(&one), fp(&jwks(&[renamed])), "the kid changed");
@@ -1263,8 +1287,16 @@ mod tests {
         second.seed(first.keys());
         assert_eq!(second.keys().fingerprint(), first.keys().fingerprint());
         assert!(second.refetch_for_unknown_kid().await);
-        let kids: Vec<_> = second.keys().iter().map(|k| k.kid().map(String::from)).collect();
-        assert_eq!(kids, vec![Some("new".to_string())], "its own fetch replaced the seed");
+        let kids: Vec<_> = second
+            .keys()
+            .iter()
+            .map(|k| k.kid().map(String::from))
+            .collect();
+        assert_eq!(
+            kids,
+            vec![Some("new".to_string())],
+            "its own fetch replaced the seed"
+        );
         second.seed(first.keys());
         assert_eq!(second.keys().len(), 1);
         assert_ne!(

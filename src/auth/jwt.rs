@@ -1433,10 +1433,17 @@ mod tests {
             dir.path().join("secret")
         ));
         let same = JwtVerifier::replacing(&cfg, Some(&v)).expect("same secret");
-        assert_eq!(same.key_fingerprint(), before, "an unchanged secret keeps decisions");
+        assert_eq!(
+            same.key_fingerprint(),
+            before,
+            "an unchanged secret keeps decisions"
+        );
 
-        std::fs::write(dir.path().join("secret"), "another-secret-of-enough-length-987654321")
-            .expect("rotate secret");
+        std::fs::write(
+            dir.path().join("secret"),
+            "another-secret-of-enough-length-987654321",
+        )
+        .expect("rotate secret");
         let rotated = JwtVerifier::replacing(&cfg, Some(&v)).expect("rotated secret");
         assert_ne!(rotated.key_fingerprint(), before);
         assert_eq!(
