@@ -16,7 +16,7 @@ use ipnet::IpNet;
 
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::{
-    ApiKeySource, AuthShared, Authenticator, KeyHasher, KeyRecord, KeyStore, RouteAuth,
+    ApiKeySource, AuthShared, Authenticator, KeyHasher, KeyRecord, KeyStore, RouteAuth, StaticKey,
 };
 use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
 use crate::observe::{Metrics, Redactor};
@@ -234,7 +234,8 @@ pub fn key_store(config: &Config, store: &Arc<Store>) -> Result<Option<KeyStore>
     )))
 }
 
-/// Builds the authenticator; config-declared keys are put into the (in-process) store.
+/// Builds the authenticator; config-declared keys are loaded here and put into the store by
+/// [`install_static_keys`] once the whole config has compiled.
 fn compile_auth(
     config: &Config,
     shared: &Arc<AuthShared>,
@@ -242,13 +243,15 @@ fn compile_auth(
 ) -> Result<Authenticator, RuntimeError> {
     let jwt = match &config.auth.jwt {
         None => None,
-        // An unchanged JWT config keeps its verifier, and with it the fetched JWKS.
-        Some(j) => match previous.filter(|p| p.config.auth.jwt.as_ref() == Some(j)) {
-            Some(p) => p.auth.jwt().cloned(),
-            None => Some(Arc::new(
-                JwtVerifier::new(j).map_err(|e| RuntimeError::Jwt(e.to_string()))?,
-            )),
-        },
+        // Keys are read again on every reload (a rotated file counts even when the TOML is
+        // unchanged); unchanged JWKS settings keep the client, its key set and its one loop.
+        Some(j) => {
+            let previous = previous.and_then(|p| p.auth.jwt()).map(Arc::as_ref);
+            Some(Arc::new(
+                JwtVerifier::replacing(j, previous)
+                    .map_err(|e| RuntimeError::Jwt(e.to_string()))?,
+            ))
+        }
     };
     let claim_headers = config
         .auth
@@ -257,27 +260,36 @@ fn compile_auth(
         .flat_map(|j| j.claims_to_headers.values())
         .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
         .collect();
-    let api_key = compile_api_keys(config, shared)?;
-    Ok(Authenticator::new(
-        shared.clone(),
-        api_key,
-        jwt,
-        claim_headers,
-    ))
+    let (api_key, static_keys) = match compile_api_keys(config, shared)? {
+        Some((source, keys, static_keys)) => (Some((source, keys)), static_keys),
+        None => (None, Vec::new()),
+    };
+    Ok(
+        Authenticator::new(shared.clone(), api_key, jwt, claim_headers)
+            .with_static_keys(static_keys),
+    )
 }
 
-/// API-key settings; config-declared keys are put into the (in-process) store.
+/// The lifetime of API keys created without one (and of config-declared keys).
+fn key_ttl(config: &Config) -> Duration {
+    config
+        .auth
+        .api_key
+        .as_ref()
+        .and_then(|k| k.key_ttl.ok())
+        .map_or(Duration::from_secs(365 * 86400), |d| d.0)
+}
+
+/// API-key settings, and the config-declared keys read from their env/file (not yet stored).
 fn compile_api_keys(
     config: &Config,
     shared: &Arc<AuthShared>,
-) -> Result<Option<(ApiKeySource, KeyStore)>, RuntimeError> {
+) -> Result<Option<(ApiKeySource, KeyStore, Vec<StaticKey>)>, RuntimeError> {
     let (Some(k), Some(keys)) = (&config.auth.api_key, key_store(config, &shared.store)?) else {
         return Ok(None);
     };
-    let ttl = k
-        .key_ttl
-        .ok()
-        .map_or(Duration::from_secs(365 * 86400), |d| d.0);
+    let ttl = key_ttl(config);
+    let mut static_keys = Vec::with_capacity(k.keys.len());
     for sk in &k.keys {
         let Some(key) = read_secret(sk.key_env.as_deref(), sk.key_file.as_deref())? else {
             return Err(RuntimeError::StaticKey(format!(
@@ -295,23 +307,53 @@ fn compile_api_keys(
             created_at: now,
             expires_at: now + ttl.as_secs(),
         };
-        // The in-process store answers without waiting; validation keeps static keys off Redis.
-        match futures::FutureExt::now_or_never(keys.put(&record, &key, ttl)) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(RuntimeError::StaticKey(e.to_string())),
-            None => {
-                return Err(RuntimeError::StaticKey(
-                    "the store did not answer at once".into(),
-                ))
-            }
-        }
+        let hash = keys.hasher().hash(&key);
+        static_keys.push(StaticKey { record, hash });
     }
     let source = ApiKeySource {
         header: HeaderName::from_bytes(k.header.as_bytes())
             .map_err(|e| RuntimeError::StaticKey(format!("header: {e}")))?,
         query_param: k.query_param.clone(),
     };
-    Ok(Some((source, keys)))
+    Ok(Some((source, keys, static_keys)))
+}
+
+/// Stores the config-declared keys of `new` and purges those of `old` it no longer has
+/// (removed, or their value rotated): the old key stops working when the reload returns, not
+/// when its record expires. Called only once `new` compiled, so a failed reload stores nothing.
+fn install_static_keys(
+    new: &Runtime,
+    old: Option<&Runtime>,
+    shared: &AuthShared,
+) -> Result<(), RuntimeError> {
+    let old_keys = old.map_or(&[][..], |o| o.auth.static_keys());
+    let new_keys = new.auth.static_keys();
+    if old_keys.is_empty() && new_keys.is_empty() {
+        return Ok(());
+    }
+    // Any key store of the same store can purge: old keys are addressed by their stored hash.
+    let Some(keys) = new.auth.keys().or_else(|| old.and_then(|o| o.auth.keys())) else {
+        return Ok(());
+    };
+    // The in-process store answers without waiting; validation keeps static keys off Redis.
+    let replaced = futures::FutureExt::now_or_never(keys.replace_static(
+        old_keys,
+        new_keys,
+        key_ttl(&new.config),
+    ));
+    let invalidations = match replaced {
+        Some(Ok(invalidations)) => invalidations,
+        Some(Err(e)) => return Err(RuntimeError::StaticKey(e.to_string())),
+        None => {
+            return Err(RuntimeError::StaticKey(
+                "the store did not answer at once".into(),
+            ))
+        }
+    };
+    for invalidation in &invalidations {
+        shared.cache.apply(invalidation);
+    }
+    Ok(())
 }
 
 fn compile_route(
@@ -417,6 +459,7 @@ impl RuntimeHandle {
         services: Services,
     ) -> Result<RuntimeHandle, RuntimeError> {
         let runtime = Runtime::compile(config, None, &services)?;
+        install_static_keys(&runtime, None, &services.auth)?;
         Ok(RuntimeHandle {
             current: ArcSwap::from_pointee(runtime),
             path: path.to_path_buf(),
@@ -475,6 +518,7 @@ impl RuntimeHandle {
         let needs_restart = restart_only_changes(&old.config, &config);
         keep_restart_only(&old.config, &mut config);
         let runtime = Runtime::compile(config, Some(&old), &self.services)?;
+        install_static_keys(&runtime, Some(&old), &self.services.auth)?;
         if runtime.config.auth != old.config.auth {
             // Keys may hash differently now; nothing cached under the old settings holds.
             self.services.auth.cache.clear();

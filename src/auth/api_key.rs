@@ -58,6 +58,16 @@ impl KeyRecord {
     }
 }
 
+/// A key declared in the config, as loaded: its record and the hash of its value (the value
+/// itself is not kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticKey {
+    /// What is stored about it.
+    pub record: KeyRecord,
+    /// The hash of the key under the runtime's hasher.
+    pub hash: [u8; 32],
+}
+
 /// A request to create a key.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -218,7 +228,18 @@ impl KeyStore {
         secret: &str,
         ttl: Duration,
     ) -> Result<(), KeyError> {
-        let hash_hex = hex::encode(self.hasher.hash(secret));
+        self.put_hashed(record, &self.hasher.hash(secret), ttl)
+            .await
+    }
+
+    /// Stores a record for a key known only by its hash.
+    async fn put_hashed(
+        &self,
+        record: &KeyRecord,
+        hash: &[u8; 32],
+        ttl: Duration,
+    ) -> Result<(), KeyError> {
+        let hash_hex = hex::encode(hash);
         let json = serde_json::to_vec(record).map_err(|e| KeyError::Invalid(e.to_string()))?;
         self.store
             .set(&self.record_key(&hash_hex), &json, ttl)
@@ -234,6 +255,41 @@ impl KeyStore {
             .publish_invalidation(&format!("apikey:{hash_hex}"))
             .await?;
         Ok(())
+    }
+
+    /// Makes `new` the config-declared keys in the store, replacing `old` (those of the
+    /// previous runtime): new keys are stored, and every old key whose hash is not among the
+    /// new ones (removed, or its value rotated) is deleted, so it stops working with this
+    /// call rather than at the end of its TTL. Returns the invalidations published, for the
+    /// caller to apply to its own decision cache at once.
+    pub async fn replace_static(
+        &self,
+        old: &[StaticKey],
+        new: &[StaticKey],
+        ttl: Duration,
+    ) -> Result<Vec<Invalidation>, KeyError> {
+        for key in new {
+            self.put_hashed(&key.record, &key.hash, ttl).await?;
+        }
+        let mut invalidations = Vec::new();
+        for gone in old.iter().filter(|o| new.iter().all(|n| n.hash != o.hash)) {
+            let hash_hex = hex::encode(gone.hash);
+            self.store.delete(&self.record_key(&hash_hex)).await?;
+            let successor = new.iter().find(|n| n.record.id == gone.record.id);
+            if successor.is_none() {
+                // The id now names nothing; with a successor, `put_hashed` already repointed it.
+                self.store.delete(&self.id_key(&gone.record.id)).await?;
+            }
+            if successor.is_none_or(|n| n.record.consumer != gone.record.consumer) {
+                self.store
+                    .set_remove(&self.consumer_key(&gone.record.consumer), &gone.record.id)
+                    .await?;
+            }
+            let invalidation = format!("apikey:{hash_hex}");
+            self.store.publish_invalidation(&invalidation).await?;
+            invalidations.push(Invalidation::Key(invalidation));
+        }
+        Ok(invalidations)
     }
 
     /// Looks up a key by its hash; `None` when unknown. The caller checks `expires_at`: the

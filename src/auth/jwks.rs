@@ -7,6 +7,10 @@
 //! The [`JwksClient`] fetches `jwks_url`, keeps the last good [`KeySet`] in an `ArcSwap` (a
 //! failed fetch keeps serving the old set), refreshes it in the background and refetches on
 //! demand when a token names an unknown `kid`, at most once per `jwks_min_refetch_interval`.
+//! Every key carries a content fingerprint, and so does the set: cached decisions are keyed on
+//! it, so a refetch that changes nothing keeps them and a rotated key ends them. The refresh
+//! loop runs once per client and ends when the client is dropped; a client that replaces
+//! another (a reload with new JWKS settings) starts from its last good set.
 //!
 //! JWKS keys are loaded strictly:
 //! - `use` other than `"sig"`: skipped (it is not a signing key).
@@ -20,7 +24,7 @@
 //! A document without a single usable key counts as a failed fetch: the old set is kept.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 /// Largest JWKS document accepted; a bigger one is a failed fetch.
 pub const MAX_DOCUMENT_BYTES: u64 = 1024 * 1024;
@@ -102,6 +107,9 @@ pub struct PinnedKey {
     algorithm: Algorithm,
     /// Public key or HMAC secret, already in the form the verifier takes.
     key: DecodingKey,
+    /// SHA-256 over algorithm, `kid` and the key material as loaded, so two loads of the same
+    /// key compare equal and a rotated file or JWK does not (cached decisions are tied to it).
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for PinnedKey {
@@ -128,10 +136,12 @@ impl PinnedKey {
         if secret.is_empty() {
             return Err(KeyError::new("the HMAC secret is empty"));
         }
+        let fingerprint = key_fingerprint(b"secret", algorithm, kid.as_deref(), secret);
         Ok(PinnedKey {
             kid,
             algorithm,
             key: DecodingKey::from_secret(secret),
+            fingerprint,
         })
     }
 
@@ -171,7 +181,8 @@ impl PinnedKey {
                 ed_key(key.try_get_as_bytes().map_err(not_pem)?)?
             }
         };
-        Self::checked(kid, algorithm, key)
+        let fingerprint = key_fingerprint(b"pem", algorithm, kid.as_deref(), pem);
+        Self::checked(kid, algorithm, key, fingerprint)
     }
 
     /// A key from one JWK of a JWKS; `Ok(None)` for keys that are not for signatures.
@@ -196,7 +207,15 @@ impl PinnedKey {
                 )))
             }
         };
-        Self::checked(kid, algorithm, key).map(Some)
+        // Written back from the parsed value, so an unchanged JWK in a refetched document gets
+        // the same fingerprint whatever the whitespace around it.
+        let fingerprint = key_fingerprint(
+            b"jwk",
+            algorithm,
+            kid.as_deref(),
+            jwk.to_string().as_bytes(),
+        );
+        Self::checked(kid, algorithm, key, fingerprint).map(Some)
     }
 
     /// Builds the verifier once so that a key the crypto backend refuses fails at load, not
@@ -205,6 +224,7 @@ impl PinnedKey {
         kid: Option<String>,
         algorithm: Algorithm,
         key: DecodingKey,
+        fingerprint: [u8; 32],
     ) -> Result<Self, KeyError> {
         jsonwebtoken::crypto::verify("", b"", &key, algorithm)
             .map_err(|e| KeyError::new(format!("unusable {algorithm:?} key: {e}")))?;
@@ -212,7 +232,13 @@ impl PinnedKey {
             kid,
             algorithm,
             key,
+            fingerprint,
         })
+    }
+
+    /// What this key is, as content: equal for two loads of the same key material.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
     }
 
     /// The `kid` this key answers to.
@@ -229,6 +255,36 @@ impl PinnedKey {
     pub fn verify(&self, message: &[u8], signature: &str) -> bool {
         jsonwebtoken::crypto::verify(signature, message, &self.key, self.algorithm).unwrap_or(false)
     }
+}
+
+/// SHA-256 over the parts that make a key what it is, each length-prefixed so that no two
+/// different keys can produce the same input.
+fn key_fingerprint(
+    source: &[u8],
+    algorithm: Algorithm,
+    kid: Option<&str>,
+    material: &[u8],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let algorithm = format!("{algorithm:?}");
+    let kid = match kid {
+        None => vec![0u8],
+        Some(kid) => [&[1u8][..], kid.as_bytes()].concat(),
+    };
+    for part in [source, algorithm.as_bytes(), &kid, material] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// One fingerprint for a sequence of keys (order matters: it decides which keys are tried).
+pub fn keys_fingerprint<'a>(keys: impl IntoIterator<Item = &'a PinnedKey>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for key in keys {
+        h.update(key.fingerprint);
+    }
+    h.finalize().into()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -401,6 +457,9 @@ fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<PinnedKey>,
+    /// [`keys_fingerprint`] of `keys`: the same for an unchanged refetch, different as soon
+    /// as a key is added, removed or replaced.
+    fingerprint: [u8; 32],
 }
 
 impl KeySet {
@@ -428,7 +487,13 @@ impl KeySet {
         if keys.is_empty() {
             return Err(JwksError::NoUsableKeys);
         }
-        Ok(KeySet { keys })
+        let fingerprint = keys_fingerprint(&keys);
+        Ok(KeySet { keys, fingerprint })
+    }
+
+    /// The content of the set, as a hash (see [`keys_fingerprint`]).
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
     }
 
     /// The keys, in document order.
@@ -450,7 +515,7 @@ impl KeySet {
 // === impl JwksClient ===
 
 /// Where and how often the JWKS is fetched.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksSettings {
     /// `http://` or `https://` URL of the JWKS document.
     pub url: String,
@@ -478,6 +543,12 @@ pub struct JwksClient {
     generation: AtomicU64,
     /// Fetch attempts, successful or not.
     fetches: AtomicU64,
+    /// Set once the background refresh is running: one loop per client, however many
+    /// runtimes (reloads) share the client.
+    refresh_started: AtomicBool,
+    /// Never sent on: dropped with the client, which ends every refresh loop's wait at once
+    /// (a replaced client stops fetching now, not after its next sleep).
+    stop: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for JwksClient {
@@ -514,7 +585,36 @@ impl JwksClient {
             last_attempt: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            refresh_started: AtomicBool::new(false),
+            stop: tokio::sync::watch::Sender::new(()),
         })
+    }
+
+    /// The settings this client was built with (a reload with equal ones keeps the client).
+    pub fn settings(&self) -> &JwksSettings {
+        &self.settings
+    }
+
+    /// Serves `keys` until the first successful fetch of this client replaces them: a client
+    /// replaced by a reload (new `jwks_url`) hands its last good set to its successor, so
+    /// tokens keep verifying while the new set is fetched.
+    pub fn seed(&self, keys: Arc<KeySet>) {
+        if self.keys.load().is_empty() {
+            self.keys.store(keys);
+        }
+    }
+
+    /// Whether any key set is available (fetched, or seeded by a predecessor).
+    pub fn has_keys(&self) -> bool {
+        !self.keys.load().is_empty()
+    }
+
+    /// Starts the background refresh unless it already runs for this client; call from inside
+    /// a tokio runtime.
+    pub fn ensure_refresh(self: &Arc<Self>) {
+        if !self.refresh_started.swap(true, Ordering::AcqRel) {
+            self.spawn_refresh();
+        }
     }
 
     /// The current key set (empty until the first successful fetch).
@@ -561,7 +661,7 @@ impl JwksClient {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(refresh_loop(Arc::downgrade(self)))
+        tokio::spawn(refresh_loop(Arc::downgrade(self), self.stop.subscribe()))
     }
 
     /// One background round; returns how long to wait before the next.
@@ -613,7 +713,7 @@ impl JwksClient {
     }
 }
 
-async fn refresh_loop(client: Weak<JwksClient>) {
+async fn refresh_loop(client: Weak<JwksClient>, mut stop: tokio::sync::watch::Receiver<()>) {
     let mut backoff = FIRST_RETRY;
     loop {
         let Some(strong) = client.upgrade() else {
@@ -621,7 +721,11 @@ async fn refresh_loop(client: Weak<JwksClient>) {
         };
         let wait = strong.refresh_once(&mut backoff).await;
         drop(strong);
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            // Only ever an error: the client, and with it the sender, is gone.
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -1112,6 +1216,112 @@ mod tests {
             task.is_finished(),
             "the refresh task ends once the client is gone"
         );
+    }
+
+    #[test]
+    fn a_key_set_fingerprint_follows_content_not_formatting() {
+        let k = keys();
+        let k1 = jwk(&k.rsa, Algorithm::RS256, Some("k1"));
+        let k2 = jwk(&k.ec256, Algorithm::ES256, Some("k2"));
+        let fp = |doc: &str| {
+            *KeySet::parse(doc.as_bytes())
+                .expect("valid set")
+                .fingerprint()
+        };
+        let one = jwks(std::slice::from_ref(&k1));
+        assert_eq!(fp(&one), fp(&one), "an unchanged document");
+        let spaced = format!(
+            "{{ \"keys\" : [ {} ] }}",
+            serde_json::to_string_pretty(&k1).expect("json")
+        );
+        assert_eq!(fp(&one), fp(&spaced), "whitespace is not content");
+        assert_ne!(
+            fp(&one),
+            fp(&jwks(&[k1.clone(), k2.clone()])),
+            "a key was added"
+        );
+        assert_ne!(
+            fp(&one),
+            fp(&jwks(std::slice::from_ref(&k2))),
+            "the key was replaced"
+        );
+        let mut renamed = k1.clone();
+        renamed["kid"] = json!("other");
+        assert_ne!(fp(&one), fp(&jwks(&[renamed])), "the kid changed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ensure_refresh_runs_one_loop_per_client_and_a_dropped_client_stops_it_at_once() {
+        let k = keys();
+        let server = JwksServer::start(jwks(&[jwk(&k.ec256, Algorithm::ES256, Some("a"))]));
+        let client = Arc::new(
+            JwksClient::new(settings(&server.url(), Duration::from_secs(60))).expect("client"),
+        );
+        for _ in 0..5 {
+            client.ensure_refresh();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(server.requests(), 1, "five calls, one loop, one fetch");
+
+        let task = client.spawn_refresh();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            task.is_finished(),
+            "a dropped client's loop ends without waiting out its refresh interval"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_seeded_client_serves_its_predecessors_keys_until_its_own_fetch() {
+        let k = keys();
+        let old = JwksServer::start(jwks(&[jwk(&k.ec256, Algorithm::ES256, Some("old"))]));
+        let new = JwksServer::start(jwks(&[jwk(&k.ec384, Algorithm::ES384, Some("new"))]));
+        let first =
+            JwksClient::new(settings(&old.url(), Duration::from_millis(1))).expect("client");
+        assert!(!first.has_keys());
+        assert!(first.refetch_for_unknown_kid().await);
+        let second =
+            JwksClient::new(settings(&new.url(), Duration::from_millis(1))).expect("client");
+        second.seed(first.keys());
+        assert_eq!(second.keys().fingerprint(), first.keys().fingerprint());
+        assert!(second.refetch_for_unknown_kid().await);
+        let kids: Vec<_> = second
+            .keys()
+            .iter()
+            .map(|k| k.kid().map(String::from))
+            .collect();
+        assert_eq!(
+            kids,
+            vec![Some("new".to_string())],
+            "its own fetch replaced the seed"
+        );
+        second.seed(first.keys());
+        assert_eq!(second.keys().len(), 1);
+        assert_ne!(
+            second.keys().fingerprint(),
+            first.keys().fingerprint(),
+            "a seed never overwrites a fetched set"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_jwks_that_never_loaded_is_keys_unavailable_not_an_invalid_token() {
+        let k = keys();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+        drop(listener);
+        let v = verifier(&format!(
+            "jwks_url = {url:?}\njwks_min_refetch_interval = \"1ms\"\njwks_timeout = \"500ms\"\n"
+        ));
+        let token = sign(
+            Algorithm::ES256,
+            Some("k"),
+            &claims(),
+            &k.ec256.encoding(Algorithm::ES256),
+        );
+        assert_eq!(v.verify(&token).await, Err(JwtError::KeysUnavailable));
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::jwks::{JwksClient, JwksSettings, KeyError, KeySet, PinnedKey};
+use super::jwks::{keys_fingerprint, JwksClient, JwksSettings, KeyError, KeySet, PinnedKey};
 use crate::config::{read_secret, Dur, JwtConfig, JwtKeyConfig, Lenient};
 
 /// Longest token accepted; longer ones are `Malformed` before any decoding.
@@ -94,6 +94,10 @@ pub enum JwtError {
     /// A required claim (named by the config) is missing.
     #[error("token lacks claim {0:?}")]
     MissingClaim(String),
+    /// The token names no configured key and no JWKS key set has ever been loaded: the
+    /// gateway cannot tell whether the token is good, so this is not the client's fault.
+    #[error("no JWKS key set has been loaded yet")]
+    KeysUnavailable,
 }
 
 // === impl JwtError ===
@@ -113,6 +117,7 @@ impl JwtError {
             JwtError::WrongIssuer => "wrong_issuer",
             JwtError::WrongAudience => "wrong_audience",
             JwtError::MissingClaim(_) => "missing_claim",
+            JwtError::KeysUnavailable => "jwks_unavailable",
         }
     }
 
@@ -152,6 +157,8 @@ impl JwtError {
             JwtError::MissingClaim(_) => {
                 r#"Bearer error="invalid_token", error_description="missing claim""#
             }
+            // Answered with 503, where no challenge is sent; this is what one would say.
+            JwtError::KeysUnavailable => "Bearer",
         }
     }
 }
@@ -251,6 +258,8 @@ pub fn load_key(cfg: &JwtKeyConfig) -> Result<PinnedKey, KeyError> {
 pub struct JwtVerifier {
     /// Configured keys; looked at before the JWKS.
     keys: Vec<PinnedKey>,
+    /// Content hash of `keys` as loaded (secrets and PEM files, not their names).
+    keys_fingerprint: [u8; 32],
     /// The provider's key set, when `jwks_url` is configured.
     jwks: Option<Arc<JwksClient>>,
     /// Claim checks and extraction, compiled from the config.
@@ -270,6 +279,18 @@ impl JwtVerifier {
     /// Builds a verifier: loads the configured keys now; the JWKS stays empty until fetched
     /// (by [`JwksClient::spawn_refresh`] or by the first token with an unknown `kid`).
     pub fn new(cfg: &JwtConfig) -> Result<JwtVerifier, JwtSetupError> {
+        Self::replacing(cfg, None)
+    }
+
+    /// Builds the verifier of a reloaded config. The configured keys are always read again,
+    /// so a rotated secret or PEM file takes effect even when the TOML text is unchanged.
+    /// `previous`'s JWKS client is kept when the JWKS settings are unchanged (with its key set
+    /// and its one refresh loop); otherwise the new client starts from the old client's last
+    /// good key set, so tokens keep verifying until its own first fetch replaces it.
+    pub fn replacing(
+        cfg: &JwtConfig,
+        previous: Option<&JwtVerifier>,
+    ) -> Result<JwtVerifier, JwtSetupError> {
         let keys = cfg
             .keys
             .iter()
@@ -281,18 +302,37 @@ impl JwtVerifier {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let previous_jwks = previous.and_then(|p| p.jwks.as_ref());
         let jwks = match &cfg.jwks_url {
-            Some(url) => Some(Arc::new(jwks_client(cfg, url)?)),
+            Some(url) => Some(jwks_client(cfg, url, previous_jwks)?),
             None => None,
         };
         if keys.is_empty() && jwks.is_none() {
             return Err(JwtSetupError::NoKeys);
         }
         Ok(JwtVerifier {
+            keys_fingerprint: keys_fingerprint(&keys),
             keys,
             jwks,
             rules: ClaimRules::new(cfg)?,
         })
+    }
+
+    /// A hash of every key this verifier would try now (configured keys and the current JWKS
+    /// key set), by content. Cached decisions are keyed on it: a rotated key makes them
+    /// unusable, while a refetch that changes nothing (or fails) leaves them valid.
+    pub fn key_fingerprint(&self) -> [u8; 32] {
+        let jwks = self.jwks.as_ref().map(|c| c.keys());
+        self.fingerprint_with(jwks.as_deref())
+    }
+
+    fn fingerprint_with(&self, jwks: Option<&KeySet>) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.keys_fingerprint);
+        if let Some(set) = jwks {
+            h.update(set.fingerprint());
+        }
+        h.finalize().into()
     }
 
     /// The JWKS client, when `jwks_url` is configured (to start its background refresh).
@@ -302,16 +342,28 @@ impl JwtVerifier {
 
     /// Verifies a token (without the `Bearer ` prefix) and extracts what the gateway needs.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
-        let parts = TokenParts::parse(token)?;
-        self.check_signature(&parts).await?;
-        self.rules.apply(&parts.claims, unix_now())
+        self.verify_with_fingerprint(token).await.map(|(v, _)| v)
     }
 
-    async fn check_signature(&self, parts: &TokenParts<'_>) -> Result<(), JwtError> {
+    /// [`verify`](Self::verify), also returning the [`key_fingerprint`](Self::key_fingerprint)
+    /// of the keys the signature was checked against (a refetch during the call may have
+    /// changed them), under which the decision may be cached.
+    pub async fn verify_with_fingerprint(
+        &self,
+        token: &str,
+    ) -> Result<(VerifiedToken, [u8; 32]), JwtError> {
+        let parts = TokenParts::parse(token)?;
+        let fingerprint = self.check_signature(&parts).await?;
+        let verified = self.rules.apply(&parts.claims, unix_now())?;
+        Ok((verified, fingerprint))
+    }
+
+    /// Checks the signature; the fingerprint of the keys that decided.
+    async fn check_signature(&self, parts: &TokenParts<'_>) -> Result<[u8; 32], JwtError> {
         let jwks_keys = self.jwks.as_ref().map(|c| c.keys());
         match self.try_keys(parts, jwks_keys.as_deref()) {
             Err(JwtError::UnknownKey) => {}
-            decided => return decided,
+            decided => return decided.map(|()| self.fingerprint_with(jwks_keys.as_deref())),
         }
         let Some(client) = &self.jwks else {
             return Err(JwtError::UnknownKey);
@@ -319,7 +371,11 @@ impl JwtVerifier {
         // Look again even when this call did not fetch: a concurrent fetch may have finished
         // between the first lookup and now.
         client.refetch_for_unknown_kid().await;
-        self.try_keys(parts, Some(&client.keys()))
+        let jwks_keys = client.keys();
+        match self.try_keys(parts, Some(&jwks_keys)) {
+            Err(JwtError::UnknownKey) if jwks_keys.is_empty() => Err(JwtError::KeysUnavailable),
+            decided => decided.map(|()| self.fingerprint_with(Some(&jwks_keys))),
+        }
     }
 
     /// Tries the keys answering to the token's `kid` (or lack of one) whose algorithm is the
@@ -352,7 +408,13 @@ impl JwtVerifier {
     }
 }
 
-fn jwks_client(cfg: &JwtConfig, url: &str) -> Result<JwksClient, JwtSetupError> {
+/// The JWKS client for `cfg`: `previous` itself when its settings are the same, else a new
+/// client seeded with `previous`'s last good key set.
+fn jwks_client(
+    cfg: &JwtConfig,
+    url: &str,
+    previous: Option<&Arc<JwksClient>>,
+) -> Result<Arc<JwksClient>, JwtSetupError> {
     let settings = JwksSettings {
         url: url.to_string(),
         refresh: positive(&cfg.jwks_refresh, "jwks_refresh")?,
@@ -362,10 +424,17 @@ fn jwks_client(cfg: &JwtConfig, url: &str) -> Result<JwksClient, JwtSetupError> 
         )?,
         timeout: positive(&cfg.jwks_timeout, "jwks_timeout")?,
     };
-    JwksClient::new(settings).map_err(|e| JwtSetupError::Setting {
+    if let Some(previous) = previous.filter(|p| *p.settings() == settings) {
+        return Ok(previous.clone());
+    }
+    let client = JwksClient::new(settings).map_err(|e| JwtSetupError::Setting {
         field: "jwks_url",
         reason: e.to_string(),
-    })
+    })?;
+    if let Some(previous) = previous {
+        client.seed(previous.keys());
+    }
+    Ok(Arc::new(client))
 }
 
 fn duration(value: &Lenient<Dur>, field: &'static str) -> Result<Duration, JwtSetupError> {
@@ -1351,6 +1420,37 @@ mod tests {
             );
             assert!(HeaderValue::from_str(challenge).is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_secret_file_changes_the_fingerprint_and_the_verdict() {
+        let (v, dir) = hs_verifier(SECRET, "");
+        let token = hs(&claims());
+        let (_, before) = v.verify_with_fingerprint(&token).await.expect("old secret");
+        assert_eq!(before, v.key_fingerprint());
+        let cfg = config(&format!(
+            "[[keys]]\nalgorithm = \"HS256\"\nsecret_file = {:?}\n",
+            dir.path().join("secret")
+        ));
+        let same = JwtVerifier::replacing(&cfg, Some(&v)).expect("same secret");
+        assert_eq!(
+            same.key_fingerprint(),
+            before,
+            "an unchanged secret keeps decisions"
+        );
+
+        std::fs::write(
+            dir.path().join("secret"),
+            "another-secret-of-enough-length-987654321",
+        )
+        .expect("rotate secret");
+        let rotated = JwtVerifier::replacing(&cfg, Some(&v)).expect("rotated secret");
+        assert_ne!(rotated.key_fingerprint(), before);
+        assert_eq!(
+            rotated.verify(&token).await,
+            Err(JwtError::BadSignature),
+            "same TOML, new secret: the old token no longer verifies"
+        );
     }
 
     /// Pingora's filters need `Send` futures; this fails to compile otherwise.

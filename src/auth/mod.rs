@@ -18,7 +18,7 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use prometheus::{IntCounterVec, Opts, Registry};
 
-pub use api_key::{KeyHasher, KeyRecord, KeyStore, NewKey};
+pub use api_key::{KeyHasher, KeyRecord, KeyStore, NewKey, StaticKey};
 pub use cache::{CacheMetrics, Cached, DecisionCache};
 pub use principal::{unix_now, Credential, Principal};
 
@@ -44,6 +44,9 @@ pub enum AuthFailure {
     InsufficientScope,
     /// The store could not be asked about an unknown credential.
     StoreUnavailable,
+    /// No JWKS key set could be loaded yet, so a token naming none of the configured keys
+    /// cannot be checked.
+    JwksUnavailable,
 }
 
 impl AuthFailure {
@@ -51,7 +54,7 @@ impl AuthFailure {
     pub fn status(&self) -> u16 {
         match self {
             AuthFailure::InsufficientScope => 403,
-            AuthFailure::StoreUnavailable => 503,
+            AuthFailure::StoreUnavailable | AuthFailure::JwksUnavailable => 503,
             _ => 401,
         }
     }
@@ -66,6 +69,7 @@ impl AuthFailure {
             AuthFailure::Revoked => "credentials_revoked",
             AuthFailure::InsufficientScope => "insufficient_scope",
             AuthFailure::StoreUnavailable => "store_unavailable",
+            AuthFailure::JwksUnavailable => "jwks_unavailable",
         }
     }
 
@@ -79,6 +83,9 @@ impl AuthFailure {
             AuthFailure::Revoked => "the credentials were revoked",
             AuthFailure::InsufficientScope => "the credentials lack a scope this route requires",
             AuthFailure::StoreUnavailable => "credentials cannot be checked right now; retry later",
+            AuthFailure::JwksUnavailable => {
+                "the token signing keys cannot be loaded right now; retry later"
+            }
         }
     }
 
@@ -92,6 +99,7 @@ impl AuthFailure {
             AuthFailure::Revoked => "revoked",
             AuthFailure::InsufficientScope => "insufficient_scope",
             AuthFailure::StoreUnavailable => "store_error",
+            AuthFailure::JwksUnavailable => "jwks_unavailable",
         }
     }
 
@@ -230,7 +238,8 @@ pub struct Authenticator {
     jwt: Option<Arc<JwtVerifier>>,
     /// Headers the gateway sets from claims; clients may never send them.
     claim_headers: Vec<HeaderName>,
-    jwks_refresh_started: std::sync::atomic::AtomicBool,
+    /// Config-declared API keys of this runtime; a reload that drops one purges it.
+    static_keys: Vec<StaticKey>,
 }
 
 /// Longest credential looked at; longer ones are rejected before hashing or store lookups.
@@ -250,8 +259,19 @@ impl Authenticator {
             api_key,
             jwt,
             claim_headers,
-            jwks_refresh_started: std::sync::atomic::AtomicBool::new(false),
+            static_keys: Vec::new(),
         }
+    }
+
+    /// The same authenticator, declaring `keys` as this runtime's config-declared API keys.
+    pub fn with_static_keys(mut self, keys: Vec<StaticKey>) -> Authenticator {
+        self.static_keys = keys;
+        self
+    }
+
+    /// The config-declared API keys of this runtime.
+    pub fn static_keys(&self) -> &[StaticKey] {
+        &self.static_keys
     }
 
     /// The JWT verifier, when JWTs are configured.
@@ -264,15 +284,12 @@ impl Authenticator {
         &self.claim_headers
     }
 
-    /// Starts the JWKS background refresh once; call from inside a tokio runtime.
+    /// Starts the JWKS background refresh unless it runs already; call from inside a tokio
+    /// runtime. The flag lives on the client, which a reload with unchanged JWKS settings
+    /// keeps, so reloads never add loops.
     pub fn ensure_jwks_refresh(&self) {
         if let Some(client) = self.jwt.as_ref().and_then(|v| v.jwks()) {
-            if !self
-                .jwks_refresh_started
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
-            {
-                client.spawn_refresh();
-            }
+            client.ensure_refresh();
         }
     }
 
@@ -382,17 +399,17 @@ impl Authenticator {
         if token.len() > jwt::MAX_TOKEN_BYTES {
             return Err(token_failure(&JwtError::Malformed));
         }
-        // Decisions are cached per JWKS generation: a refetch that drops a key must not leave
-        // tokens it signed accepted from the cache.
-        let generation = verifier.jwks().map_or(0, |c| c.fetch_count());
-        let hash = jwt_cache_key(token, generation);
+        // Decisions are cached under the content of the keys that verified them: a rotated or
+        // removed key makes them unusable, a refetch that changes nothing leaves them valid.
+        let hash = jwt_cache_key(token, &verifier.key_fingerprint());
         if let Cached::Known(p) = self.shared.cache.get(&hash) {
             return Ok(p);
         }
-        let verified = verifier
-            .verify(token)
+        let (verified, fingerprint) = verifier
+            .verify_with_fingerprint(token)
             .await
             .map_err(|e| token_failure(&e))?;
+        let hash = jwt_cache_key(token, &fingerprint);
         if let Some(jti) = &verified.jti {
             match self.shared.is_jti_revoked(jti).await {
                 Ok(true) => return Err(AuthFailure::Revoked),
@@ -417,6 +434,9 @@ impl Authenticator {
 }
 
 fn token_failure(e: &JwtError) -> AuthFailure {
+    if *e == JwtError::KeysUnavailable {
+        return AuthFailure::JwksUnavailable;
+    }
     let result = if matches!(e, JwtError::Expired) {
         "expired"
     } else {
@@ -427,10 +447,10 @@ fn token_failure(e: &JwtError) -> AuthFailure {
 
 /// The decision-cache key of a token. Domain-separated from API-key hashes, so a token sent
 /// as an API key can never hit the token's cached decision (and the reverse).
-fn jwt_cache_key(token: &str, generation: u64) -> [u8; 32] {
+fn jwt_cache_key(token: &str, key_fingerprint: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"portcullis-jwt\0");
-    h.update(generation.to_le_bytes());
+    h.update(key_fingerprint);
     h.update(token.as_bytes());
     h.finalize().into()
 }

@@ -135,7 +135,7 @@ impl GatewayError {
             GatewayError::Auth(_, Some(challenge)) => {
                 resp.insert_header(http::header::WWW_AUTHENTICATE, *challenge)?;
             }
-            GatewayError::Auth(AuthFailure::StoreUnavailable, _)
+            GatewayError::Auth(AuthFailure::StoreUnavailable | AuthFailure::JwksUnavailable, _)
             | GatewayError::RateLimiterUnavailable => {
                 resp.insert_header(http::header::RETRY_AFTER, "1")?;
             }
