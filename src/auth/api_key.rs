@@ -4,6 +4,9 @@
 //! - `<prefix>apikey:{<hash>}` → the [`KeyRecord`] as JSON, looked up per request on a miss;
 //! - `<prefix>apikey-id:{<id>}` → `<hash>`, to revoke by id;
 //! - `<prefix>consumer-keys:{<consumer>}` → set of ids, to list a consumer's keys.
+//!
+//! A revocation is one atomic store operation ([`Store::revoke_entry`]) over these three keys
+//! plus the invalidation it publishes; the reads before it change nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -281,8 +284,10 @@ impl KeyStore {
         Ok(self.revoke_returning_invalidation(id).await?.is_some())
     }
 
-    /// Revokes a key by id and tells every node; the invalidation published (for the calling
-    /// node to apply to its own cache at once), or `None` when there was no such key.
+    /// Revokes a key by id and tells every node, in one atomic store operation; the
+    /// invalidation published (for the calling node to apply to its own cache at once), or
+    /// `None` when there was no such key (or a concurrent revocation took it first). On a store
+    /// error the key is either wholly revoked and announced or untouched.
     pub async fn revoke_returning_invalidation(
         &self,
         id: &str,
