@@ -206,11 +206,18 @@ impl Monitor {
     }
 }
 
-/// The client-sent (not script-run) commands among `seen` other than the background probes
-/// (PING), reads (GET) and the marker.
+/// Commands that write or publish, or run a script. A revocation sent as separate commands
+/// shows several of them; the background traffic of the nodes (PINGs, key reads, a
+/// reconnection's CLIENT SETINFO) shows none.
+const WRITES: [&str; 12] = [
+    "evalsha", "eval", "del", "unlink", "srem", "sadd", "set", "setex", "expire", "pexpire",
+    "publish", "multi",
+];
+
+/// The client-sent (not script-run) writes among `seen`.
 fn client_writes(seen: &[Seen]) -> Vec<&Seen> {
     seen.iter()
-        .filter(|s| !s.by_script && !matches!(s.name.as_str(), "ping" | "get" | "echo"))
+        .filter(|s| !s.by_script && WRITES.contains(&s.name.as_str()))
         .collect()
 }
 
