@@ -4,6 +4,9 @@
 //! - `<prefix>apikey:{<hash>}` → the [`KeyRecord`] as JSON, looked up per request on a miss;
 //! - `<prefix>apikey-id:{<id>}` → `<hash>`, to revoke by id;
 //! - `<prefix>consumer-keys:{<consumer>}` → set of ids, to list a consumer's keys.
+//!
+//! A revocation is one atomic store operation ([`Store::revoke_entry`]) over these three keys
+//! plus the invalidation it publishes; the reads before it change nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::principal::{unix_now, Credential, Principal};
-use crate::store::{Invalidation, Store, StoreError};
+use crate::store::{EntryRevocation, Invalidation, Store, StoreError};
 
 /// The prefix every generated key starts with, so leaked keys are easy to recognise and scan for.
 pub const KEY_PREFIX: &str = "pc_";
@@ -337,8 +340,10 @@ impl KeyStore {
         Ok(self.revoke_returning_invalidation(id).await?.is_some())
     }
 
-    /// Revokes a key by id and tells every node; the invalidation published (for the calling
-    /// node to apply to its own cache at once), or `None` when there was no such key.
+    /// Revokes a key by id and tells every node, in one atomic store operation; the
+    /// invalidation published (for the calling node to apply to its own cache at once), or
+    /// `None` when there was no such key (or a concurrent revocation took it first). On a store
+    /// error the key is either wholly revoked and announced or untouched.
     pub async fn revoke_returning_invalidation(
         &self,
         id: &str,
@@ -346,23 +351,33 @@ impl KeyStore {
         if !valid_key_id(id) {
             return Ok(None);
         }
-        let Some(hash_hex) = self.store.get(&self.id_key(id)).await? else {
+        // Reading first changes nothing, so a timeout here leaves the key as it was; the
+        // revocation itself is the one atomic `revoke_entry` below.
+        let id_key = self.id_key(id);
+        let Some(hash_hex) = self.store.get(&id_key).await? else {
             return Ok(None);
         };
         let hash_hex = String::from_utf8_lossy(&hash_hex).to_string();
         let record_key = self.record_key(&hash_hex);
-        if let Some(raw) = self.store.get(&record_key).await? {
-            if let Ok(record) = serde_json::from_slice::<KeyRecord>(&raw) {
-                self.store
-                    .set_remove(&self.consumer_key(&record.consumer), id)
-                    .await?;
-            }
-        }
-        self.store.delete(&record_key).await?;
-        self.store.delete(&self.id_key(id)).await?;
+        let consumer = match self.store.get(&record_key).await? {
+            Some(raw) => serde_json::from_slice::<KeyRecord>(&raw)
+                .ok()
+                .map(|record| record.consumer),
+            None => None,
+        };
+        let consumer_key = consumer.map(|c| self.consumer_key(&c));
         let invalidation = format!("apikey:{hash_hex}");
-        self.store.publish_invalidation(&invalidation).await?;
-        Ok(Some(Invalidation::Key(invalidation)))
+        let revoked = self
+            .store
+            .revoke_entry(&EntryRevocation {
+                pointer: &id_key,
+                pointer_value: &hash_hex,
+                entry: &record_key,
+                index: consumer_key.as_deref().map(|set| (set, id)),
+                invalidation: &invalidation,
+            })
+            .await?;
+        Ok(revoked.then_some(Invalidation::Key(invalidation)))
     }
 }
 

@@ -3,6 +3,7 @@
 //! credentials live in a separate, smaller cache so a flood of random keys cannot evict good
 //! ones. Invalidations from any node (revocations, deletions) remove entries here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +76,12 @@ pub enum Cached {
     Miss,
 }
 
+/// Which invalidations a lookup has seen: taken with [`DecisionCache::ticket`] before the
+/// lookup asks the store, handed back when its answer is cached. An answer read before an
+/// invalidation landed may describe a credential revoked since, so it is not cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
 /// The in-process decision cache.
 pub struct DecisionCache {
     known: Cache<[u8; 32], Entry>,
@@ -82,6 +89,10 @@ pub struct DecisionCache {
     /// Revoked token ids, so a cached token is refused as soon as its `jti` is revoked.
     revoked_jti: Cache<String, ()>,
     max_ttl: Duration,
+    /// Counts invalidations applied (and clears). A store answer is cached only if this has
+    /// not moved since its lookup began: one counter for all keys keeps `apply` cheap, and the
+    /// price, an answer not cached when any invalidation raced it, is one more store read.
+    epoch: AtomicU64,
     metrics: CacheMetrics,
 }
 
@@ -108,6 +119,7 @@ impl DecisionCache {
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
             max_ttl,
+            epoch: AtomicU64::new(0),
             metrics,
         }
     }
@@ -133,7 +145,45 @@ impl DecisionCache {
         Cached::Miss
     }
 
-    /// Remembers a valid credential until it expires or `max_ttl`, whichever is first.
+    /// The invalidations seen so far; take it before a lookup goes to the store.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// Whether an invalidation was applied since `ticket` was taken.
+    fn invalidated_since(&self, ticket: Ticket) -> bool {
+        self.epoch.load(Ordering::SeqCst) != ticket.0
+    }
+
+    /// `put_known` for a principal read from the store by a lookup that took `ticket` first:
+    /// not cached if an invalidation landed meanwhile, so a revocation that overtakes a
+    /// lookup in flight cannot be undone by it. The entry is inserted and the epoch checked
+    /// after; `apply` moves the epoch before it removes entries, so either this sees the move
+    /// or the removal comes after the insert.
+    pub fn put_known_since(&self, hash: [u8; 32], principal: Arc<Principal>, ticket: Ticket) {
+        if self.invalidated_since(ticket) {
+            return;
+        }
+        self.put_known(hash, principal);
+        if self.invalidated_since(ticket) {
+            self.known.invalidate(&hash);
+        }
+    }
+
+    /// `put_unknown` for a lookup that took `ticket` first (a key created meanwhile publishes
+    /// an invalidation, which must not be undone by an older "does not exist").
+    pub fn put_unknown_since(&self, hash: [u8; 32], ticket: Ticket) {
+        if self.invalidated_since(ticket) {
+            return;
+        }
+        self.put_unknown(hash);
+        if self.invalidated_since(ticket) {
+            self.unknown.invalidate(&hash);
+        }
+    }
+
+    /// Remembers a valid credential until it expires or `max_ttl`, whichever is first. For a
+    /// principal read from the store, use `put_known_since`.
     pub fn put_known(&self, hash: [u8; 32], principal: Arc<Principal>) {
         let ttl = match principal.expires_at {
             Some(t) => Duration::from_secs(t.saturating_sub(unix_now())).min(self.max_ttl),
@@ -157,6 +207,8 @@ impl DecisionCache {
 
     /// Applies an invalidation from any node.
     pub fn apply(&self, invalidation: &Invalidation) {
+        // Before removing anything: see `put_known_since`.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         match invalidation {
             Invalidation::Reset => {
                 self.known.invalidate_all();
@@ -178,6 +230,7 @@ impl DecisionCache {
 
     /// Drops every cached decision (used when the auth config changes on reload).
     pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.known.invalidate_all();
         self.unknown.invalidate_all();
     }
@@ -233,6 +286,48 @@ mod tests {
         assert!(matches!(c.get(&[3u8; 32]), Cached::Known(_)));
         c.apply(&Invalidation::Key("jti:t1".into()));
         assert_eq!(c.get(&[3u8; 32]), Cached::Miss);
+    }
+
+    #[test]
+    fn lookup_overtaken_by_a_revocation_does_not_cache_the_revoked_key() {
+        let c = cache();
+        let h = [6u8; 32];
+        // The lookup starts, the revocation lands, then the lookup's (stale) answer arrives.
+        let ticket = c.ticket();
+        c.apply(&Invalidation::Key(format!("apikey:{}", hex::encode(h))));
+        c.put_known_since(h, principal(None, None), ticket);
+        assert_eq!(c.get(&h), Cached::Miss);
+        // A lookup that starts after the revocation caches its answer as usual.
+        let ticket = c.ticket();
+        c.put_known_since(h, principal(None, None), ticket);
+        assert!(matches!(c.get(&h), Cached::Known(_)));
+    }
+
+    #[test]
+    fn lookup_overtaken_by_a_reset_or_clear_does_not_cache() {
+        let c = cache();
+        let ticket = c.ticket();
+        c.apply(&Invalidation::Reset);
+        c.put_known_since([7u8; 32], principal(None, None), ticket);
+        assert_eq!(c.get(&[7u8; 32]), Cached::Miss);
+        let ticket = c.ticket();
+        c.clear();
+        c.put_known_since([7u8; 32], principal(None, None), ticket);
+        assert_eq!(c.get(&[7u8; 32]), Cached::Miss);
+    }
+
+    #[test]
+    fn not_found_overtaken_by_a_key_creation_is_not_remembered() {
+        let c = cache();
+        let h = [8u8; 32];
+        // "Unknown" was read before the key was created; creation publishes an invalidation.
+        let ticket = c.ticket();
+        c.apply(&Invalidation::Key(format!("apikey:{}", hex::encode(h))));
+        c.put_unknown_since(h, ticket);
+        assert_eq!(c.get(&h), Cached::Miss);
+        let ticket = c.ticket();
+        c.put_unknown_since(h, ticket);
+        assert_eq!(c.get(&h), Cached::Unknown);
     }
 
     #[test]

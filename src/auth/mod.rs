@@ -206,19 +206,19 @@ impl AuthShared {
         }
     }
 
-    /// Records a revoked token id until `expires_at` (unix seconds) and tells every node.
+    /// Records a revoked token id until `expires_at` (unix seconds) and tells every node, in
+    /// one atomic store operation (a timeout never leaves a marker the nodes were not told of).
     pub async fn revoke_jti(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
         let ttl = expires_at.saturating_sub(unix_now()).max(1);
         let key = self.store.key("revoked-jti", jti, "");
-        self.store
-            .set(&key, b"1", std::time::Duration::from_secs(ttl))
-            .await?;
         let invalidation = format!("jti:{jti}");
         // This node refuses the token before the call returns; the others learn it from the
         // store (without this, the node that revoked it relied on its own subscription too).
         self.cache
             .apply(&crate::store::Invalidation::Key(invalidation.clone()));
-        self.store.publish_invalidation(&invalidation).await
+        self.store
+            .mark_revoked(&key, std::time::Duration::from_secs(ttl), &invalidation)
+            .await
     }
 
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
@@ -372,15 +372,17 @@ impl Authenticator {
             Cached::Unknown => return Err(AuthFailure::InvalidKey),
             Cached::Miss => {}
         }
+        // Taken before the store is asked, so a revocation landing meanwhile is not undone.
+        let ticket = self.shared.cache.ticket();
         match keys.lookup(&hash).await {
             Ok(Some(record)) if record.expires_at <= unix_now() => Err(AuthFailure::ExpiredKey),
             Ok(Some(record)) => {
                 let p = Arc::new(record.principal());
-                self.shared.cache.put_known(hash, p.clone());
+                self.shared.cache.put_known_since(hash, p.clone(), ticket);
                 Ok(p)
             }
             Ok(None) => {
-                self.shared.cache.put_unknown(hash);
+                self.shared.cache.put_unknown_since(hash, ticket);
                 Err(AuthFailure::InvalidKey)
             }
             Err(e) => {
@@ -405,6 +407,7 @@ impl Authenticator {
         if let Cached::Known(p) = self.shared.cache.get(&hash) {
             return Ok(p);
         }
+        let ticket = self.shared.cache.ticket();
         let (verified, fingerprint) = verifier
             .verify_with_fingerprint(token)
             .await
@@ -428,7 +431,7 @@ impl Authenticator {
             expires_at: verified.expires_at,
             headers: verified.headers,
         });
-        self.shared.cache.put_known(hash, p.clone());
+        self.shared.cache.put_known_since(hash, p.clone(), ticket);
         Ok(p)
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::{Invalidation, StoreError, StoreMetrics};
+use super::{EntryRevocation, Invalidation, StoreError, StoreMetrics};
 
 enum Value {
     Bytes(Vec<u8>),
@@ -144,6 +144,65 @@ impl MemoryStore {
     pub(super) async fn publish(&self, key: &str) -> Result<(), StoreError> {
         // No receiver is not an error: nothing is cached yet.
         let _ = self.invalidations.send(Invalidation::Key(key.to_string()));
+        Ok(())
+    }
+
+    /// The in-process `revoke_entry.lua`: the same steps under one lock, so no lookup sees the
+    /// entry gone but its pointer or index member still there (or the reverse).
+    pub(super) async fn revoke_entry(&self, r: &EntryRevocation<'_>) -> Result<bool, StoreError> {
+        self.with(|m| {
+            let pointer_holds = matches!(
+                Self::live(m, r.pointer).map(|e| &e.value),
+                Some(Value::Bytes(v)) if v.as_slice() == r.pointer_value.as_bytes()
+            );
+            if !pointer_holds {
+                return Ok(false);
+            }
+            m.remove(r.pointer);
+            m.remove(r.entry);
+            if let Some((set, member)) = r.index {
+                let now_empty = match Self::live(m, set) {
+                    Some(Entry {
+                        value: Value::Set(s),
+                        ..
+                    }) => {
+                        s.remove(member);
+                        s.is_empty()
+                    }
+                    _ => false,
+                };
+                // Redis deletes a set with its last member; so does this store.
+                if now_empty {
+                    m.remove(set);
+                }
+            }
+            let _ = self
+                .invalidations
+                .send(Invalidation::Key(r.invalidation.to_string()));
+            Ok(true)
+        })
+    }
+
+    /// The in-process `revoke_marker.lua`: marker and invalidation in one locked step.
+    pub(super) async fn mark_revoked(
+        &self,
+        marker: &str,
+        ttl: Duration,
+        invalidation: &str,
+    ) -> Result<(), StoreError> {
+        let expires = Instant::now() + ttl;
+        self.with(|m| {
+            m.insert(
+                marker.to_string(),
+                Entry {
+                    value: Value::Bytes(b"1".to_vec()),
+                    expires,
+                },
+            );
+            let _ = self
+                .invalidations
+                .send(Invalidation::Key(invalidation.to_string()));
+        });
         Ok(())
     }
 

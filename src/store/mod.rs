@@ -69,6 +69,23 @@ impl Invalidation {
     }
 }
 
+/// An entry to revoke in one atomic step with [`Store::revoke_entry`]: its pointer, the entry,
+/// its index-set membership and the invalidation are all dealt with, or none of them.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRevocation<'a> {
+    /// The key that points at the entry (an API key's `id → hash`); the revocation applies only
+    /// while it still holds `pointer_value`, so two concurrent revocations revoke once.
+    pub pointer: &'a str,
+    /// What `pointer` must hold.
+    pub pointer_value: &'a str,
+    /// The entry itself (the key record).
+    pub entry: &'a str,
+    /// `(set, member)`: the index set the entry is listed in and its member there, when known.
+    pub index: Option<(&'a str, &'a str)>,
+    /// The invalidation published to every node (`apikey:<hash>`).
+    pub invalidation: &'a str,
+}
+
 /// The store the gateway runs on.
 pub enum Store {
     /// In-process, for a single node.
@@ -243,6 +260,25 @@ impl Store {
         };
         self.metrics().observe("eval", start, &result);
         result
+    }
+
+    /// Revokes an entry in one atomic store operation (one script call on Redis, one locked
+    /// step in process): deletes the pointer and the entry, removes the index member and
+    /// publishes the invalidation. A timeout thus leaves either everything done or nothing.
+    /// `false` when the pointer is gone or names another entry (nothing was changed).
+    pub async fn revoke_entry(&self, revocation: &EntryRevocation<'_>) -> Result<bool, StoreError> {
+        dispatch!(self, "revoke_entry", s => s.revoke_entry(revocation).await)
+    }
+
+    /// Writes a revocation marker living `ttl` and publishes `invalidation`, in one atomic
+    /// store operation, so a marker never exists that the nodes were not told about.
+    pub async fn mark_revoked(
+        &self,
+        marker: &str,
+        ttl: Duration,
+        invalidation: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, "mark_revoked", s => s.mark_revoked(marker, ttl, invalidation).await)
     }
 
     /// Tells every node (this one included) to drop `key` from its local caches.

@@ -19,10 +19,31 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, IntoConnectionInfo};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{Invalidation, StoreError, StoreMetrics, StoreSetupError};
+use super::{EntryRevocation, Invalidation, StoreError, StoreMetrics, StoreSetupError};
 use crate::config::StoreConfig;
 
 const SET_ADD: &str = include_str!("scripts/set_add.lua");
+const REVOKE_ENTRY: &str = include_str!("scripts/revoke_entry.lua");
+const REVOKE_MARKER: &str = include_str!("scripts/revoke_marker.lua");
+
+/// How often the invalidation subscriber PINGs its connection. A subscriber only reads, so
+/// without a probe a connection that died silently (a NAT or load-balancer entry dropped, a
+/// peer gone without a reset) would look like a quiet channel for ever, and every
+/// revocation published meanwhile would be missed.
+const SUBSCRIBER_PING_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the subscriber waits for the answer to its PING (in RESP2 a subscribed connection
+/// answers with a `pong` message). Redis answers in microseconds; the margin is for a loaded
+/// host, where a false alarm costs only a resubscription and one clearing of the local tier.
+/// A dead subscription is thus noticed within `SUBSCRIBER_PING_EVERY + SUBSCRIBER_PING_DEADLINE`.
+const SUBSCRIBER_PING_DEADLINE: Duration = Duration::from_secs(2);
+
+/// TCP keepalive on every store connection: the kernel probes an idle connection after this
+/// long, so a dead peer is found even by a connection nothing is sent on.
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// Time between keepalive probes, and how many may go unanswered before the kernel gives up.
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
 thread_local! {
     /// Whether this thread runs the proxy (a runtime that lives as long as the thread).
@@ -95,6 +116,10 @@ pub struct RedisStore {
     healthy: Arc<AtomicBool>,
     invalidations: broadcast::Sender<Invalidation>,
     set_add_script: redis::Script,
+    /// Deletes an API key's records and publishes their invalidation in one call.
+    revoke_entry_script: redis::Script,
+    /// Writes a token revocation and publishes it in one call.
+    revoke_marker_script: redis::Script,
     /// Dropping this ends the store's runtime thread.
     _stop: oneshot::Sender<()>,
     /// Proxy threads' connection keepers stop once this is gone.
@@ -126,7 +151,7 @@ impl RedisStore {
         if let Some(pw) = &password {
             settings = settings.set_password(pw);
         }
-        let info = info.set_redis_settings(settings);
+        let info = with_keepalive(info.set_redis_settings(settings));
         let client = build_client(info, config)?;
         let op_timeout = config
             .operation_timeout
@@ -173,6 +198,8 @@ impl RedisStore {
             healthy,
             invalidations,
             set_add_script: redis::Script::new(SET_ADD),
+            revoke_entry_script: redis::Script::new(REVOKE_ENTRY),
+            revoke_marker_script: redis::Script::new(REVOKE_MARKER),
             _stop: stop,
             alive: Arc::new(()),
             metrics,
@@ -297,6 +324,42 @@ impl RedisStore {
         conn.settle(outcome).map(|_| ())
     }
 
+    pub(super) async fn revoke_entry(&self, r: &EntryRevocation<'_>) -> Result<bool, StoreError> {
+        let mut call = self.revoke_entry_script.key(r.pointer);
+        call.key(r.entry);
+        let member = match r.index {
+            Some((set, member)) => {
+                call.key(set);
+                member
+            }
+            None => "",
+        };
+        call.arg(r.pointer_value)
+            .arg(member)
+            .arg(&self.channel)
+            .arg(r.invalidation);
+        let mut conn = self.conn();
+        let outcome =
+            tokio::time::timeout(self.op_timeout, call.invoke_async::<i64>(&mut conn.manager))
+                .await;
+        conn.settle(outcome).map(|revoked| revoked == 1)
+    }
+
+    pub(super) async fn mark_revoked(
+        &self,
+        marker: &str,
+        ttl: Duration,
+        invalidation: &str,
+    ) -> Result<(), StoreError> {
+        let mut call = self.revoke_marker_script.key(marker);
+        call.arg(ttl_ms(ttl)).arg(&self.channel).arg(invalidation);
+        let mut conn = self.conn();
+        let outcome =
+            tokio::time::timeout(self.op_timeout, call.invoke_async::<i64>(&mut conn.manager))
+                .await;
+        conn.settle(outcome).map(|_| ())
+    }
+
     pub(super) async fn eval_ints(
         &self,
         script: &redis::Script,
@@ -413,6 +476,22 @@ fn build_client(
     }
 }
 
+/// `info` with TCP keepalive (and, on Linux, a user timeout) on its sockets, so that the kernel
+/// closes a connection whose peer vanished without a reset instead of leaving it open for
+/// the default two hours; the pub/sub PING catches the same sooner on the subscriber.
+fn with_keepalive(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
+    let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    let settings = info.tcp_settings().clone().set_keepalive(keepalive);
+    // Data sent but not acknowledged for this long also means the peer is gone.
+    #[cfg(target_os = "linux")]
+    let settings = settings
+        .set_user_timeout(TCP_KEEPALIVE_IDLE + TCP_KEEPALIVE_INTERVAL * TCP_KEEPALIVE_RETRIES);
+    info.set_tcp_settings(settings)
+}
+
 /// A TTL in milliseconds, at least 1 (Redis rejects 0).
 fn ttl_ms(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
@@ -504,6 +583,8 @@ async fn probe_health(conn: ConnectionManager, healthy: Arc<AtomicBool>, deadlin
 /// Subscribes to the invalidation channel and forwards messages. Each (re)subscription sends
 /// `Reset`, because messages published while unsubscribed were lost. Nothing is reset when the
 /// subscription drops: while Redis is down, what nodes cached locally is all they can use.
+/// A subscription that stops answering its PING is treated as lost (see
+/// `SUBSCRIBER_PING_EVERY`).
 async fn forward_invalidations(
     client: redis::Client,
     channel: String,
@@ -512,22 +593,64 @@ async fn forward_invalidations(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if let Ok(Ok(mut pubsub)) =
-            tokio::time::timeout(connect_timeout, client.get_async_pubsub()).await
-        {
-            if pubsub.subscribe(&channel).await.is_ok() {
-                backoff = Duration::from_millis(100);
-                let _ = tx.send(Invalidation::Reset);
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
+        if let Some(pubsub) = subscribe(&client, &channel, connect_timeout).await {
+            backoff = Duration::from_millis(100);
+            let _ = tx.send(Invalidation::Reset);
+            let why = follow_subscription(pubsub, &tx).await;
+            log::warn!("store: invalidation subscription {why}, resubscribing");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A new pub/sub connection subscribed to `channel`, or `None` when that did not succeed
+/// within `deadline` (each step: connecting, subscribing).
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+    deadline: Duration,
+) -> Option<redis::aio::PubSub> {
+    let mut pubsub = match tokio::time::timeout(deadline, client.get_async_pubsub()).await {
+        Ok(Ok(p)) => p,
+        _ => return None,
+    };
+    match tokio::time::timeout(deadline, pubsub.subscribe(channel)).await {
+        Ok(Ok(())) => Some(pubsub),
+        _ => None,
+    }
+}
+
+/// Forwards the messages of a subscription, PINGing it every `SUBSCRIBER_PING_EVERY`, until it
+/// closes or a PING goes unanswered for `SUBSCRIBER_PING_DEADLINE`; says which.
+async fn follow_subscription(
+    pubsub: redis::aio::PubSub,
+    tx: &broadcast::Sender<Invalidation>,
+) -> &'static str {
+    let (mut sink, mut messages) = pubsub.split();
+    let mut tick = tokio::time::interval(SUBSCRIBER_PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            msg = messages.next() => match msg {
+                Some(msg) => {
                     if let Ok(payload) = msg.get_payload::<String>() {
                         let _ = tx.send(Invalidation::parse(&payload));
                     }
                 }
-                log::warn!("store: invalidation subscription lost, resubscribing");
+                None => return "lost",
+            },
+            _ = tick.tick() => {
+                // The answer comes in order after any message already sent, so a message is
+                // never lost to the PING; the stream keeps being read by the next turn.
+                let ping = sink.ping::<redis::Value>();
+                match tokio::time::timeout(SUBSCRIBER_PING_DEADLINE, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return "lost",
+                    Err(_) => return "silent past its PING deadline",
+                }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }

@@ -191,3 +191,6 @@ pub fn local_hits(gw: &Gateway) -> f64 {
     )
     .unwrap_or(0.0)
 }
+
+/// `tcp_proxy::TcpProxy`: a TCP forwarder with a black-hole switch (a path that goes silent).
+pub mod tcp_proxy;
