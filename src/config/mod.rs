@@ -243,8 +243,8 @@ impl Validator {
         let scheme = url.split_once("://").map(|(scheme, _)| scheme);
         match url.split_once("://") {
             Some(("redis" | "rediss", rest)) => {
-                let authority = rest.split('/').next().unwrap_or("");
-                if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                // The last `@` anywhere: a password may itself hold `/` (or `@`).
+                if let Some((userinfo, _)) = rest.rsplit_once('@') {
                     if userinfo.contains(':') {
                         self.push(
                             "store.url",
@@ -255,7 +255,10 @@ impl Validator {
             }
             _ => self.push(
                 "store.url",
-                format!("{url:?} is not a redis:// or rediss:// URL"),
+                format!(
+                    "{:?} is not a redis:// or rediss:// URL",
+                    without_userinfo(url)
+                ),
             ),
         }
         if s.password_env.is_some() && s.password_file.is_some() {
@@ -775,6 +778,18 @@ impl Validator {
 /// First line of an unencrypted PKCS#8 PEM private key, the only kind `store.tls_key_file` takes.
 pub const PKCS8_KEY_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
 
+/// A URL with everything before its last `@` (user and password) masked, so an issue about
+/// the URL never echoes a password. The last `@` anywhere counts, since a password may hold
+/// `/` or `@` itself; masking too much of an odd URL is the safe side.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    match rest.rfind('@') {
+        Some(at) if scheme.is_empty() => format!("***{}", &rest[at..]),
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// Reads a PEM bundle of CA certificates.
 pub fn load_ca(file: &str) -> Result<Box<[pingora::tls::x509::X509]>, String> {
     let pem = std::fs::read(file).map_err(|e| format!("cannot read {file:?}: {e}"))?;
@@ -1012,6 +1027,31 @@ interval = "0ms"
             .into_iter()
             .filter(|i| i.starts_with("store"))
             .collect()
+    }
+
+    #[test]
+    fn store_url_issues_never_echo_a_password() {
+        for url in [
+            "http://user:PWSECRET1@127.0.0.1:6379",
+            "user:PWSECRET1@127.0.0.1:6379",
+            "redis://user:PWSECRET1@127.0.0.1:6379",
+            "redis://user:PW/SECRET1@127.0.0.1:6379",
+        ] {
+            let found = store_issues(url, "");
+            assert!(!found.is_empty(), "{url}: no issue");
+            for issue in &found {
+                assert!(
+                    !issue.contains("PWSECRET1") && !issue.contains("SECRET1"),
+                    "{url}: {issue}"
+                );
+            }
+        }
+        assert_eq!(
+            without_userinfo("http://u:p@h:1/x"),
+            "http://***@h:1/x",
+            "the host stays, to say which URL is meant"
+        );
+        assert_eq!(without_userinfo("http://h:1/x"), "http://h:1/x");
     }
 
     #[test]
