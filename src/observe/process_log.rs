@@ -23,6 +23,10 @@ pub fn init_process_log() {
     let max_level = inner.filter();
     if log::set_boxed_logger(Box::new(CappedLogger { inner })).is_ok() {
         log::set_max_level(max_level);
+        // Written only when debug is on: says why Pingora stays quiet at that level.
+        log::debug!(
+            "process log: Pingora lines above info are not written, they print request headers"
+        );
     }
 }
 
