@@ -18,11 +18,7 @@ fn extension_methods_do_not_create_request_series() {
         PREAMBLE.to_string(),
         upstream("svc", &[&svc], ""),
         route("main", "svc", r#"path = "/things""#),
-        route(
-            "get_only",
-            "svc",
-            "path = \"/reads\"\nmethods = [\"GET\"]",
-        ),
+        route("get_only", "svc", "path = \"/reads\"\nmethods = [\"GET\"]"),
     ]
     .concat();
     let gw = Gateway::start(&template);

@@ -252,7 +252,10 @@ fn credentials_never_reach_logs_metrics_or_error_bodies() {
     );
 
     for s in sent.iter().filter(|s| s.gateway_body) {
-        creds.assert_absent(&format!("the {} body of {}", s.status, s.request_id), &s.body);
+        creds.assert_absent(
+            &format!("the {} body of {}", s.status, s.request_id),
+            &s.body,
+        );
     }
 
     let access_log = wait_for_ids("the access log", &sent, || {
@@ -354,7 +357,10 @@ fn store_password_never_shows_in_logs_readyz_or_metrics() {
     let secrets = [password.as_str(), wrong.as_str()];
     let assert_absent = |what: &str, text: &str| {
         for s in secrets {
-            assert!(!text.contains(s), "the Redis password appears in {what}:\n{text}");
+            assert!(
+                !text.contains(s),
+                "the Redis password appears in {what}:\n{text}"
+            );
         }
     };
 
@@ -364,7 +370,8 @@ fn store_password_never_shows_in_logs_readyz_or_metrics() {
     let client = Client::new();
     let ready = || client.get(&good.admin_url("/readyz")).body;
     assert!(
-        eventually(Duration::from_secs(5), || ready().contains(r#""state":"ok""#)),
+        eventually(Duration::from_secs(5), || ready()
+            .contains(r#""state":"ok""#)),
         "the gateway authenticates to Redis: {}",
         ready()
     );
@@ -390,6 +397,32 @@ fn store_password_never_shows_in_logs_readyz_or_metrics() {
     assert_absent("/readyz", &bad_ready);
     assert_absent("stderr", &bad.stderr());
     assert_absent("/metrics", &bad.metrics());
+}
+
+#[test]
+fn check_never_quotes_a_password_written_inline_in_the_config() {
+    // `password` is not a field (secrets come from env or file), so this is a parse error;
+    // the error names the field and its line but never quotes the line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = format!("InlinePwSeCrEt{:016x}", fastrand::u64(..));
+    let path = dir.path().join("portcullis.toml");
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:1\"]\n\n[admin]\nlisten = \"127.0.0.1:2\"\n\n\
+         [store]\nurl = \"redis://127.0.0.1:6379\"\npassword = \"{secret}\"\n"
+    );
+    std::fs::write(&path, text).expect("write config");
+    let path = path.to_str().expect("utf-8 path");
+    let done = run_to_exit(&["check", "-c", path], &[], Duration::from_secs(20));
+    let output = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code(), Some(1), "{output}");
+    assert!(
+        output.contains("password") && output.contains("line 9"),
+        "the error names the field and the line:\n{output}"
+    );
+    assert!(
+        !output.contains(&secret),
+        "check quotes the password:\n{output}"
+    );
 }
 
 #[test]

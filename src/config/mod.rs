@@ -95,7 +95,20 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 
 /// Parses TOML text into the model without validating it.
 pub fn parse(text: &str) -> Result<Config, String> {
-    toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', "\n  "))
+    toml::from_str(text).map_err(|e| describe_parse_error(text, &e))
+}
+
+/// A parse error as line, column and message, without the source line `toml` would quote:
+/// that line may hold a secret put inline by mistake (`password = "…"` under `[store]`), and
+/// the error reaches `check` output and the log of a failed reload.
+fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', "\n  ");
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return format!("TOML parse error: {message}");
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("TOML parse error at line {line}, column {column}: {message}")
 }
 
 /// Checks a parsed config and returns every problem found (empty when valid).
@@ -954,6 +967,22 @@ methods = ["G ET"]
         assert!(
             found.iter().any(|f| f.starts_with("admin.listen:")),
             "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_place_but_never_quote_the_line() {
+        let err = parse("[store]\nurl = \"redis://h\"\npassword = \"TopSecretPw1\"\n")
+            .expect_err("unknown field");
+        assert!(!err.contains("TopSecretPw1"), "{err}");
+        assert!(
+            err.contains("line 3, column 1") && err.contains("password"),
+            "{err}"
+        );
+        let err = parse("[server]\nthreads = \"Tw0Secret\n").expect_err("unterminated string");
+        assert!(
+            !err.contains("Tw0Secret") && err.contains("line 2"),
+            "{err}"
         );
     }
 

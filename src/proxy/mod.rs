@@ -150,7 +150,7 @@ fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-/// The path and query as received, as the logs show them (after redaction).
+/// The path and query as received; logs show it only through the `Redactor`.
 fn path_and_query(req: &RequestHeader) -> &str {
     req.uri
         .path_and_query()
