@@ -470,6 +470,12 @@ fn format_line_into(s: &mut String, redactor: &Redactor, r: &AccessRecord<'_>) {
 
 /// Appends `value` as the inside of a JSON string.
 pub fn json_escape_into(out: &mut String, value: &str) {
+    // Almost every path, host and header needs no escaping: one scan and one copy instead of
+    // a push per character (about half the cost of a redacted path).
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -604,6 +610,14 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).expect("valid json");
         assert_eq!(v["headers"]["x-custom-key"], "[REDACTED]");
         assert_eq!(v["headers"]["user-agent"], "curl/8");
+    }
+
+    #[test]
+    fn json_escaping_covers_quotes_backslashes_and_controls() {
+        let mut out = String::new();
+        json_escape_into(&mut out, "plain/ü?x=1");
+        json_escape_into(&mut out, "|a\"b\\c\nd\te\u{1}|");
+        assert_eq!(out, "plain/ü?x=1|a\\\"b\\\\c\\nd\\te\\u0001|");
     }
 
     #[test]

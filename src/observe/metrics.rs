@@ -9,7 +9,8 @@ use prometheus::{
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Requests by route, method and status.
+    /// Requests by route, method and status; counted through `count_request`, which keeps the
+    /// labels bounded.
     pub requests: IntCounterVec,
     /// End-to-end request latency by route.
     pub request_duration: HistogramVec,
