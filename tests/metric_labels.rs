@@ -1,5 +1,5 @@
-//! Metric labels stay bounded whatever clients send: a request's method and status cannot
-//! create new series.
+//! Metric labels stay bounded whatever clients and upstreams send: neither a request's method
+//! nor a response's status can create series without limit.
 
 mod support;
 
@@ -61,11 +61,54 @@ fn extension_methods_do_not_create_request_series() {
         .map(|s| s.value)
         .sum();
     assert_eq!(other, METHODS as f64, "every extension method is counted");
-    for s in &samples {
-        let status = s.labels.get("status").map(String::as_str).unwrap_or("");
-        assert!(
-            status.len() == 3 && status.bytes().all(|b| b.is_ascii_digit()),
-            "status label {status:?}: {s:?}"
-        );
+    let statuses: BTreeSet<&str> = samples
+        .iter()
+        .filter_map(|s| s.labels.get("status").map(String::as_str))
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["200", "404", "405"]),
+        "{samples:?}"
+    );
+}
+
+#[test]
+fn upstream_statuses_past_599_share_one_label() {
+    let svc = Upstream::spawn("svc");
+    let template = [
+        PREAMBLE.to_string(),
+        upstream("svc", &[&svc], ""),
+        route("main", "svc", r#"path = "/things""#),
+    ]
+    .concat();
+    let gw = Gateway::start(&template);
+    let client = Client::new();
+    let odd: Vec<u16> = (600..620).chain([799, 999]).collect();
+    for code in &odd {
+        let code = code.to_string();
+        let response = client.get_with(&gw.url("/things/a"), &[("x-test-status", &code)]);
+        assert_eq!(response.status.to_string(), code, "{}", response.body);
     }
+    let response = client.get_with(&gw.url("/things/a"), &[("x-test-status", "503")]);
+    assert_eq!(response.status, 503);
+
+    let samples: Vec<_> = parse_metrics(&gw.metrics())
+        .into_iter()
+        .filter(|s| s.name == "portcullis_requests_total")
+        .collect();
+    let statuses: BTreeSet<&str> = samples
+        .iter()
+        .filter_map(|s| s.labels.get("status").map(String::as_str))
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["503", "other"]),
+        "real codes keep their number, the rest share one label: {samples:?}"
+    );
+    let other: f64 = samples
+        .iter()
+        .filter(|s| s.labels.get("status").map(String::as_str) == Some("other"))
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(other, odd.len() as f64);
 }
