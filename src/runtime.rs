@@ -176,7 +176,7 @@ impl Runtime {
                 .keepalive_timeout
                 .ok()
                 .map_or(60, |d| d.0.as_secs_f64().ceil().max(1.0) as u64),
-            redactor: Redactor::new(&config.log),
+            redactor: Redactor::new(&config.log, &config.auth),
             auth,
             spoof_guard,
             config,

@@ -95,7 +95,20 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 
 /// Parses TOML text into the model without validating it.
 pub fn parse(text: &str) -> Result<Config, String> {
-    toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', "\n  "))
+    toml::from_str(text).map_err(|e| describe_parse_error(text, &e))
+}
+
+/// A parse error as line, column and message, without the source line `toml` would quote:
+/// that line may hold a secret put inline by mistake (`password = "…"` under `[store]`), and
+/// the error reaches `check` output and the log of a failed reload.
+fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', "\n  ");
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return format!("TOML parse error: {message}");
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("TOML parse error at line {line}, column {column}: {message}")
 }
 
 /// Checks a parsed config and returns every problem found (empty when valid).
@@ -243,8 +256,8 @@ impl Validator {
         let scheme = url.split_once("://").map(|(scheme, _)| scheme);
         match url.split_once("://") {
             Some(("redis" | "rediss", rest)) => {
-                let authority = rest.split('/').next().unwrap_or("");
-                if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                // The last `@` anywhere: a password may itself hold `/` (or `@`).
+                if let Some((userinfo, _)) = rest.rsplit_once('@') {
                     if userinfo.contains(':') {
                         self.push(
                             "store.url",
@@ -255,7 +268,10 @@ impl Validator {
             }
             _ => self.push(
                 "store.url",
-                format!("{url:?} is not a redis:// or rediss:// URL"),
+                format!(
+                    "{:?} is not a redis:// or rediss:// URL",
+                    without_userinfo(url)
+                ),
             ),
         }
         if s.password_env.is_some() && s.password_file.is_some() {
@@ -775,6 +791,18 @@ impl Validator {
 /// First line of an unencrypted PKCS#8 PEM private key, the only kind `store.tls_key_file` takes.
 pub const PKCS8_KEY_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
 
+/// A URL with everything before its last `@` (user and password) masked, so an issue about
+/// the URL never echoes a password. The last `@` anywhere counts, since a password may hold
+/// `/` or `@` itself; masking too much of an odd URL is the safe side.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    match rest.rfind('@') {
+        Some(at) if scheme.is_empty() => format!("***{}", &rest[at..]),
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// Reads a PEM bundle of CA certificates.
 pub fn load_ca(file: &str) -> Result<Box<[pingora::tls::x509::X509]>, String> {
     let pem = std::fs::read(file).map_err(|e| format!("cannot read {file:?}: {e}"))?;
@@ -943,6 +971,22 @@ methods = ["G ET"]
     }
 
     #[test]
+    fn parse_errors_name_the_place_but_never_quote_the_line() {
+        let err = parse("[store]\nurl = \"redis://h\"\npassword = \"TopSecretPw1\"\n")
+            .expect_err("unknown field");
+        assert!(!err.contains("TopSecretPw1"), "{err}");
+        assert!(
+            err.contains("line 3, column 1") && err.contains("password"),
+            "{err}"
+        );
+        let err = parse("[server]\nthreads = \"Tw0Secret\n").expect_err("unterminated string");
+        assert!(
+            !err.contains("Tw0Secret") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_fields_are_parse_errors_naming_the_field() {
         let err = parse("[server]\nlisten_on = [\"127.0.0.1:1\"]\n").expect_err("unknown field");
         assert!(err.contains("listen_on"), "{err}");
@@ -1012,6 +1056,31 @@ interval = "0ms"
             .into_iter()
             .filter(|i| i.starts_with("store"))
             .collect()
+    }
+
+    #[test]
+    fn store_url_issues_never_echo_a_password() {
+        for url in [
+            "http://user:PWSECRET1@127.0.0.1:6379",
+            "user:PWSECRET1@127.0.0.1:6379",
+            "redis://user:PWSECRET1@127.0.0.1:6379",
+            "redis://user:PW/SECRET1@127.0.0.1:6379",
+        ] {
+            let found = store_issues(url, "");
+            assert!(!found.is_empty(), "{url}: no issue");
+            for issue in &found {
+                assert!(
+                    !issue.contains("PWSECRET1") && !issue.contains("SECRET1"),
+                    "{url}: {issue}"
+                );
+            }
+        }
+        assert_eq!(
+            without_userinfo("http://u:p@h:1/x"),
+            "http://***@h:1/x",
+            "the host stays, to say which URL is meant"
+        );
+        assert_eq!(without_userinfo("http://h:1/x"), "http://h:1/x");
     }
 
     #[test]

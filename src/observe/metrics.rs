@@ -9,7 +9,8 @@ use prometheus::{
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Requests by route, method and status.
+    /// Requests by route, method and status; counted through `count_request`, which keeps the
+    /// labels bounded.
     pub requests: IntCounterVec,
     /// End-to-end request latency by route.
     pub request_duration: HistogramVec,
@@ -105,6 +106,20 @@ impl Metrics {
         }
     }
 
+    /// Counts one finished request. The labels are bounded whatever the client sends: the
+    /// route comes from the config, the method is one of the standard ones or `OTHER`, and the
+    /// status is a real status code, `0` (no response) or `other`.
+    pub fn count_request(
+        &self,
+        route: &str,
+        method: &http::Method,
+        status: Option<http::StatusCode>,
+    ) {
+        self.requests
+            .with_label_values(&[route, method_label(method), status_label(status.as_ref())])
+            .inc();
+    }
+
     /// The registry, for collectors added by other modules.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -122,8 +137,88 @@ impl Metrics {
     }
 }
 
+/// The `method` label: a client may send any token as a method, and each distinct label value
+/// is a series kept forever, so only the standard methods keep their name.
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// The `status` label: `100`–`599` as written, `0` when no response was sent, `other` for the
+/// codes `http` also accepts (600–999) that no client understands, so an upstream cannot
+/// inflate the series either.
+pub(crate) fn status_label(status: Option<&http::StatusCode>) -> &str {
+    match status {
+        None => "0",
+        Some(s) if (100..600).contains(&s.as_u16()) => s.as_str(),
+        Some(_) => "other",
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_methods_share_one_label() {
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            let method = http::Method::from_bytes(m.as_bytes()).expect("standard method");
+            assert_eq!(method_label(&method), m);
+        }
+        for m in ["X1", "X300", "get", "PROPFIND", "BREW", "GETX"] {
+            let method = http::Method::from_bytes(m.as_bytes()).expect("extension method");
+            assert_eq!(method_label(&method), "OTHER", "{m}");
+        }
+    }
+
+    #[test]
+    fn status_labels_are_real_codes_or_a_fixed_word() {
+        let code = |n: u16| http::StatusCode::from_u16(n).expect("valid code");
+        assert_eq!(status_label(None), "0");
+        assert_eq!(status_label(Some(&code(100))), "100");
+        assert_eq!(status_label(Some(&code(200))), "200");
+        assert_eq!(status_label(Some(&code(599))), "599");
+        assert_eq!(status_label(Some(&code(600))), "other");
+        assert_eq!(status_label(Some(&code(999))), "other");
+    }
+
+    #[test]
+    fn hundreds_of_extension_methods_make_one_series() {
+        let metrics = Metrics::new();
+        for i in 0..300 {
+            let method = http::Method::from_bytes(format!("X{i}").as_bytes()).expect("token");
+            metrics.count_request("main", &method, http::StatusCode::from_u16(200).ok());
+        }
+        metrics.count_request("main", &http::Method::GET, None);
+        let text = String::from_utf8(metrics.render()).expect("utf-8 exposition");
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("portcullis_requests_total{"))
+            .collect();
+        assert_eq!(series.len(), 2, "{series:?}");
+        assert!(
+            series
+                .iter()
+                .any(|l| l.contains("method=\"OTHER\"") && l.ends_with(" 300")),
+            "{series:?}"
+        );
     }
 }

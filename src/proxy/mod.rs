@@ -21,7 +21,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::auth::{consumer_header, query_value, query_without, Principal};
 use crate::config::{AuthMethod, HashKey};
 use crate::observe::{
-    accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, RequestId,
+    accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, Redactor, RequestId,
 };
 use crate::ratelimit::{Quota, RequestFacts, Verdict};
 use crate::runtime::{Route, Runtime, RuntimeHandle};
@@ -155,6 +155,13 @@ fn request_host(req: &RequestHeader) -> &str {
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("")
+}
+
+/// The path and query as received; logs show it only through the `Redactor`.
+fn path_and_query(req: &RequestHeader) -> &str {
+    req.uri
+        .path_and_query()
+        .map_or_else(|| req.uri.path(), |p| p.as_str())
 }
 
 /// Checks a declared body size against the limit.
@@ -617,6 +624,23 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        // Pingora's default prints the raw query (keys, tokens) in its error lines.
+        let req = session.req_header();
+        let summary = |redactor: &Redactor| {
+            redactor.request_summary(
+                req.method.as_str(),
+                path_and_query(req),
+                request_host(req),
+                ctx.request_id.as_str(),
+            )
+        };
+        match &ctx.runtime {
+            Some(rt) => summary(&rt.redactor),
+            None => summary(&self.runtime.current().redactor),
+        }
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
         // Client-caused failures are reported in the access log; the error log is for the gateway.
         matches!(error.esource(), pingora::ErrorSource::Downstream)
@@ -631,26 +655,14 @@ impl ProxyHttp for Gateway {
         let route = ctx.route();
         let route_name = route.map_or("-", |r| r.name.as_str());
         let req = session.req_header();
-        let status_code = status.unwrap_or(http::StatusCode::OK);
-        let status_str = if status.is_some() {
-            status_code.as_str()
-        } else {
-            "0"
-        };
-        self.metrics
-            .requests
-            .with_label_values(&[route_name, req.method.as_str(), status_str])
-            .inc();
+        self.metrics.count_request(route_name, &req.method, status);
         if let Some(route) = route {
             route.request_duration.observe(elapsed.as_secs_f64());
             if let Some(d) = ctx.upstream_duration {
                 route.upstream_duration.observe(d.as_secs_f64());
             }
         }
-        let path = req
-            .uri
-            .path_and_query()
-            .map_or_else(|| req.uri.path(), |p| p.as_str());
+        let path = path_and_query(req);
         if let Some(rt) = &ctx.runtime {
             self.access_log.record(
                 &rt.redactor,
