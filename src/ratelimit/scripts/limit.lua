@@ -38,9 +38,12 @@
 -- arbitrary interval of one window length. Use sliding_log where a hard bound is required.
 --
 -- sliding_log: a ZSET with one member per counted unit, score = ms it was counted; a unit
--- counts while score > now - window, i.e. it expires at score + window. Exact; memory grows
--- with the limit (and with denied traffic on count_denied rules). Written keys expire after
--- one window, when their newest entry expires.
+-- counts while score > now - window, i.e. it expires at score + window. Exact. A count_denied
+-- rule never holds more than `limit` members: after counting, the oldest beyond `limit` are
+-- removed. For a given limit that changes no decision or outcome (the units that count at any
+-- later time are the newest ones, and `limit` of them deny already); it stops denied traffic
+-- from growing the set without bound. Written keys expire after one window, when their newest
+-- entry expires.
 
 if redis.replicate_commands then
   -- Redis < 5 needs effects replication for a script that reads TIME before writing; a no-op
@@ -230,8 +233,15 @@ local function log_count(r, v, i, now, nonce)
       args = {}
     end
   end
+  local over = v.usage + r.cost - r.limit
+  if r.count_denied and over > 0 then
+    -- Rank 0 is the oldest (lowest score); members are unique, so exactly `over` go.
+    redis.call('ZREMRANGEBYRANK', r.key, 0, int(over - 1))
+    v.usage = r.limit
+  else
+    v.usage = v.usage + r.cost
+  end
   redis.call('PEXPIRE', r.key, int(r.window))
-  v.usage = v.usage + r.cost
 end
 
 -- Score of the entry at 0-based rank `rank` (oldest first), or nil.
