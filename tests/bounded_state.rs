@@ -271,6 +271,52 @@ fn a_flood_of_random_api_keys_stops_reaching_redis_once_over_the_failed_auth_lim
 }
 
 #[test]
+fn bogus_jwts_count_as_failed_attempts_and_are_refused_before_verification() {
+    let svc = Upstream::spawn("svc");
+    let template = [
+        base(""),
+        "\n[auth.jwt]\n[[auth.jwt.keys]]\nalgorithm = \"HS256\"\nsecret_env = \"JWT_SECRET\"\n"
+            .to_string(),
+        "\n[rate_limit.failed_auth]\nlimit = 5\nwindow = \"1h\"\n".to_string(),
+        upstream("svc", &[&svc], ""),
+        route("jwt", "svc", "path = \"/j\"\nauth = [\"jwt\"]"),
+    ]
+    .concat();
+    let gw = Gateway::builder(&template)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("JWT_SECRET", "a-jwt-secret-of-more-than-32-bytes-0b9e7c1d")
+        .start();
+    let client = Client::new();
+    let bogus = [(
+        "Authorization",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+    )];
+    for _ in 0..5 {
+        assert_error(
+            &client.get_with(&gw.url("/j"), &bogus),
+            401,
+            "invalid_token",
+        );
+    }
+    let before = metric_or_zero(
+        &gw,
+        "portcullis_auth_decisions_total",
+        &[("route", "jwt"), ("method", "jwt")],
+    );
+    for _ in 0..5 {
+        let r = client.get_with(&gw.url("/j"), &bogus);
+        assert_error(&r, 429, "too_many_failed_attempts");
+        assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    }
+    let after = metric_or_zero(
+        &gw,
+        "portcullis_auth_decisions_total",
+        &[("route", "jwt"), ("method", "jwt")],
+    );
+    assert_eq!(before, after, "a refused token was still verified");
+}
+
+#[test]
 fn failed_auth_limiting_can_be_turned_off() {
     let svc = Upstream::spawn("svc");
     let template = [

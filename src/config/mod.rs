@@ -430,6 +430,15 @@ impl Validator {
         }
         self.positive_duration("auth.cache.ttl".into(), &c.ttl);
         self.positive_duration("auth.cache.negative_ttl".into(), &c.negative_ttl);
+        // The cache library panics on lifetimes past 1000 years; a day is plenty for a cache.
+        for (field, ttl) in [("ttl", &c.ttl), ("negative_ttl", &c.negative_ttl)] {
+            if ttl
+                .ok()
+                .is_some_and(|d| d.0 > std::time::Duration::from_secs(86_400))
+            {
+                self.push(format!("auth.cache.{field}"), "must be at most 1d");
+            }
+        }
     }
 
     /// A config-declared key must carry at least 128 bits by [`strength::estimated_entropy_bits`].
@@ -1218,6 +1227,9 @@ interval = "0ms"
         std::fs::write(&strong, "pk_4f1b0c9e2d7a8b3c6e5f1a2b3c4d5e6f").expect("write");
         let toml = format!(
             r#"{BASE}
+[auth.cache]
+negative_ttl = "2000y"
+
 [rate_limit]
 local_max_counters = 0
 ipv4_prefix = 33
@@ -1251,6 +1263,7 @@ rate_limits = [
             "rate_limit.failed_auth.limit: must be between 1",
             "rate_limit.failed_auth.window: must be whole seconds",
             "auth.api_key.key_ttl: must be at most 3650d",
+            "auth.cache.negative_ttl: must be at most 1d",
             "auth.api_key.keys[0].key_file: the key is too weak",
             "routes[0].rate_limits[0].limit: limit × window in ms must be at most 2^53",
             "routes[0].rate_limits[2].plan_limits.gold: limit × window in ms must be at most 2^53",
