@@ -404,22 +404,20 @@ fn admin_refuses_out_of_range_ttls_and_exps_with_400_and_stays_alive() {
 fn check_refuses_a_weak_config_key_naming_its_field_but_never_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let weak = "batch-job-key-1";
-    let text = format!(
-        r#"
+    let text = r#"
 [[upstreams]]
 name = "svc"
-peers = [{{ addr = "127.0.0.1:3000" }}]
+peers = [{ addr = "127.0.0.1:3000" }]
 
 [auth.api_key]
 keys = [
-  {{ id = "strong", consumer = "a", key_env = "STRONG_KEY" }},
-  {{ id = "weak", consumer = "b", key_env = "WEAK_KEY" }},
+  { id = "strong", consumer = "a", key_env = "STRONG_KEY" },
+  { id = "weak", consumer = "b", key_env = "WEAK_KEY" },
 ]
 
 [rate_limit.failed_auth]
 window = "2d"
-"#
-    );
+"#;
     let path = dir.path().join("weak.toml");
     std::fs::write(&path, text).expect("write config");
     let finished = run_to_exit(
