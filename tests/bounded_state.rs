@@ -171,6 +171,63 @@ fn a_hammered_count_denied_sliding_log_never_holds_more_than_limit_members() {
     assert!(ttl > 0, "the log keeps its TTL: {ttl}");
 }
 
+/// One call of `limit.lua` on `con`, as the gateway makes it.
+fn script_call(
+    con: &mut redis::Connection,
+    checks: &[portcullis::ratelimit::algorithm::RuleCheck],
+    nonce: &str,
+) -> portcullis::ratelimit::algorithm::Decision {
+    use portcullis::ratelimit::script::{parse_reply, script_args, SCRIPT};
+    let (keys, argv) = script_args(checks, nonce);
+    let script = redis::Script::new(SCRIPT);
+    let mut call = script.prepare_invoke();
+    for key in &keys {
+        call.key(key);
+    }
+    for arg in &argv {
+        call.arg(arg);
+    }
+    let reply: Vec<i64> = call.invoke(con).expect("script call");
+    parse_reply(&reply, checks.len()).expect("well-formed reply")
+}
+
+#[test]
+fn a_hammered_shadow_sliding_log_keeps_at_most_10000_members_in_redis() {
+    use portcullis::ratelimit::algorithm::{Algorithm, RuleCheck};
+    let redis = Redis::start();
+    let mut con = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("connect to redis");
+    let shadow = RuleCheck {
+        key: "rl:{shadow}:s:l:h:x".to_string(),
+        algorithm: Algorithm::SlidingLog,
+        limit: 5_000,
+        window_ms: 3_600_000,
+        cost: 5_000,
+        shadow: true,
+        count_denied: false,
+    };
+    for i in 0..3 {
+        let d = script_call(&mut con, std::slice::from_ref(&shadow), &format!("n{i}"));
+        assert!(d.admitted, "a shadow rule never denies");
+        let card = redis
+            .query(&["ZCARD", &shadow.key])
+            .expect("ZCARD")
+            .integer()
+            .expect("integer");
+        assert_eq!(card, (5_000 * (i + 1)).min(10_000), "after call {i}");
+    }
+    // The kept members still deny when enforced at the largest limit config allows.
+    let enforced = RuleCheck {
+        limit: 10_000,
+        cost: 1,
+        shadow: false,
+        ..shadow
+    };
+    assert!(!script_call(&mut con, &[enforced], "enforced").admitted);
+}
+
 // === IPv6 ===
 
 /// A free port on `[::1]`, or a loud failure when this machine has no IPv6 loopback.

@@ -29,11 +29,13 @@
 //! The Lua script computes on doubles; both agree while `limit × window_ms` and
 //! `count × window_ms` stay below 2^53 (e.g. a limit of 10^6 per day).
 //!
-//! A `count_denied` sliding log keeps at most `limit` units: past that, its oldest units are
-//! dropped (the script's ZREMRANGEBYRANK). For a given limit, decisions and outcomes do not
-//! change, because the units that count at any later time are always the newest ones and a log
-//! holding `limit` of them denies already; it stops a client hammering the rule from growing the
-//! log without bound. (Raising the limit on reload then starts from at most the old limit.)
+//! A sliding log keeps at most a cap of units, its oldest dropped past it (the script's
+//! ZREMRANGEBYRANK): `limit` for a `count_denied` rule, [`LOG_CAP`] (or `limit` if larger) for
+//! others, where only a shadow rule can pass its limit. With any cap >= limit, decisions and
+//! outcomes do not change, because the units that count at any later time are always the newest
+//! ones and a log holding `limit` of them denies already; it stops a hammering client from
+//! growing the log without bound. (Raising a `count_denied` rule's limit on reload then starts
+//! from at most the old limit.)
 //!
 //! **Bounded memory**: at most `capacity` counters are held. A new counter beyond that evicts
 //! one by the CLOCK approximation of LRU (a counter used since the hand last passed gets a
@@ -57,6 +59,9 @@ const SWEEP_CONTINUE_MS: u64 = 10;
 /// Second chances one eviction gives at most, so an eviction is bounded work even when every
 /// counter was used recently.
 const MAX_SECOND_CHANCES: usize = 64;
+/// Most units a sliding log that is not `count_denied` keeps: the largest `sliding_log` limit
+/// the config allows (`scripts/limit.lua` has the same `LOG_CAP`).
+pub const LOG_CAP: u64 = 10_000;
 /// Counters held when no capacity is given (the default of `[rate_limit] local_max_counters`).
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
@@ -349,11 +354,7 @@ impl Counters {
                     _ => VecDeque::new(),
                 };
                 insert_sorted(&mut entries, now, check.cost);
-                *usage = if check.count_denied {
-                    keep_newest(&mut entries, check.limit)
-                } else {
-                    usage.saturating_add(check.cost)
-                };
+                *usage = keep_newest(&mut entries, log_cap(check));
                 self.store(check, Counter::Log(entries), now, window);
             }
         }
@@ -494,6 +495,15 @@ fn insert_sorted(entries: &mut VecDeque<(u64, u64)>, at: u64, n: u64) {
     match pos.checked_sub(1).and_then(|i| entries.get_mut(i)) {
         Some((t, count)) if *t == at => *count = count.saturating_add(n),
         _ => entries.insert(pos, (at, n)),
+    }
+}
+
+/// The most units `check`'s log keeps (see the module docs).
+fn log_cap(check: &RuleCheck) -> u64 {
+    if check.count_denied {
+        check.limit
+    } else {
+        check.limit.max(LOG_CAP)
     }
 }
 
@@ -883,6 +893,31 @@ mod tests {
         let d = limiter.decide(&checks, T0 + 500);
         // Kept: the newest 5 units, four at 499 and this call's at 500; the oldest frees room.
         assert_eq!(d.rules[0].retry_after_ms, 999);
+    }
+
+    #[test]
+    fn a_hammered_shadow_log_keeps_at_most_log_cap_units_and_still_counts() {
+        let limiter = LocalLimiter::new();
+        let mut shadow = rule("s", Algorithm::SlidingLog, 1, 60_000);
+        shadow.shadow = true;
+        for _ in 0..(LOG_CAP + 50) {
+            assert!(limiter.decide(std::slice::from_ref(&shadow), T0).admitted);
+        }
+        let inner = limiter.inner.lock().expect("lock");
+        let Some(Stored {
+            counter: Counter::Log(entries),
+            ..
+        }) = inner.by_key.get("s")
+        else {
+            panic!("no log stored");
+        };
+        let units: u64 = entries.iter().map(|&(_, n)| n).sum();
+        assert_eq!(units, LOG_CAP);
+        drop(inner);
+        // Enforced at the largest limit the config allows, the kept units deny.
+        shadow.shadow = false;
+        shadow.limit = LOG_CAP;
+        assert!(!limiter.decide(&[shadow], T0).admitted);
     }
 
     #[test]
