@@ -564,6 +564,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.auth.cache = old.auth.cache.clone();
     new.rate_limit.breaker_failures = old.rate_limit.breaker_failures;
     new.rate_limit.breaker_open_for = old.rate_limit.breaker_open_for.clone();
+    new.rate_limit.local_max_counters = old.rate_limit.local_max_counters;
 }
 
 /// Settings that a running process cannot change; a reload that changes them says so.
@@ -607,6 +608,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         || old.rate_limit.breaker_open_for != new.rate_limit.breaker_open_for
     {
         out.push("rate_limit.breaker_*");
+    }
+    if old.rate_limit.local_max_counters != new.rate_limit.local_max_counters {
+        out.push("rate_limit.local_max_counters");
     }
     out
 }

@@ -116,6 +116,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Longest a revocation is kept: no token the gateway accepts should live longer, and it keeps
+/// the store TTL far from any overflow.
+const MAX_REVOCATION_SECS: u64 = 3650 * 86_400;
+
 /// `POST /revocations` body.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +222,14 @@ impl AdminApp {
                 StatusCode::BAD_REQUEST,
                 "invalid_jti",
                 "jti must be 1-256 printable characters without braces",
+            );
+        }
+        let latest = crate::auth::unix_now().saturating_add(MAX_REVOCATION_SECS);
+        if r.exp > latest {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_exp",
+                "exp must be unix seconds at most 10 years from now",
             );
         }
         match self.runtime.services().auth.revoke_jti(&r.jti, r.exp).await {

@@ -206,6 +206,9 @@ impl KeyStore {
         if ttl < Duration::from_secs(1) {
             return Err(KeyError::Invalid("ttl must be at least 1s".into()));
         }
+        if ttl > crate::config::MAX_KEY_TTL {
+            return Err(KeyError::Invalid("ttl must be at most 3650d".into()));
+        }
         let secret = format!(
             "{KEY_PREFIX}{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)
@@ -218,7 +221,7 @@ impl KeyStore {
             scopes: new.scopes,
             labels: new.labels,
             created_at: now,
-            expires_at: now + ttl.as_secs(),
+            expires_at: now.saturating_add(ttl.as_secs()),
         };
         self.put(&record, &secret, ttl).await?;
         Ok((record, secret))
@@ -440,6 +443,11 @@ mod tests {
             ("a b", None),
             ("ok", Some("soon")),
             ("ok", Some("0s")),
+            ("ok", Some("3651d")),
+            ("ok", Some("584942417355y")),
+            ("ok", Some("1e30s")),
+            ("ok", Some("-5s")),
+            ("ok", Some("NaN")),
         ] {
             let r = ks
                 .create(NewKey {

@@ -89,6 +89,18 @@ impl AuthFailure {
         }
     }
 
+    /// A credential was presented and refused (what `[rate_limit.failed_auth]` counts): not
+    /// a missing one, not a valid one lacking a scope, not a store failure.
+    pub fn is_rejected_credential(&self) -> bool {
+        matches!(
+            self,
+            AuthFailure::InvalidKey
+                | AuthFailure::ExpiredKey
+                | AuthFailure::InvalidToken(..)
+                | AuthFailure::Revoked
+        )
+    }
+
     /// The `result` label of the decision metric.
     pub fn result(&self) -> &'static str {
         match self {

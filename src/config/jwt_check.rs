@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use jsonwebtoken::AlgorithmFamily;
 
 use crate::auth::jwt::{claim_header, load_key, supported_algorithm};
-use crate::config::{Dur, JwtConfig, JwtKeyConfig, Lenient};
+use crate::config::strength::MIN_HMAC_SECRET_BYTES;
+use crate::config::{read_secret, Dur, JwtConfig, JwtKeyConfig, Lenient};
 
 /// Checks `[auth.jwt]` found at `at` (e.g. `auth.jwt`); returns (path, reason) per problem.
 pub(super) fn check_jwt(cfg: &JwtConfig, at: &str) -> Vec<(String, String)> {
@@ -112,6 +113,11 @@ fn check_key(key: &JwtKeyConfig, at: &str) -> Vec<(String, String)> {
             ));
         }
     }
+    if issues.is_empty() && algorithm.family() == AlgorithmFamily::Hmac {
+        if let Some(reason) = weak_hmac_secret(key) {
+            issues.push((format!("{at}.{secret_field}"), reason));
+        }
+    }
     if issues.is_empty() {
         if let Err(e) = load_key(key) {
             let field = if algorithm.family() == AlgorithmFamily::Hmac {
@@ -123,6 +129,19 @@ fn check_key(key: &JwtKeyConfig, at: &str) -> Vec<(String, String)> {
         }
     }
     issues
+}
+
+/// RFC 7518 §3.2: an HMAC key must be at least as long as the hash, 256 bits for HS256; a
+/// shorter secret can be brute-forced from one token. The message never quotes the secret.
+fn weak_hmac_secret(key: &JwtKeyConfig) -> Option<String> {
+    let secret = read_secret(key.secret_env.as_deref(), key.secret_file.as_deref()).ok()??;
+    (secret.len() < MIN_HMAC_SECRET_BYTES).then(|| {
+        format!(
+            "the HMAC secret is {} bytes; RFC 7518 requires at least {MIN_HMAC_SECRET_BYTES} \
+             (256 bits), e.g. `openssl rand -base64 32`",
+            secret.len()
+        )
+    })
 }
 
 fn positive_duration(value: &Lenient<Dur>) -> Option<String> {
@@ -226,6 +245,27 @@ mod tests {
         assert!(reason("auth.jwt.keys[1].kid").contains("keys[0]"));
         assert!(reason("auth.jwt.keys[7].secret_env").contains("is not set"));
         assert!(reason("auth.jwt.leeway").starts_with("invalid duration"));
+    }
+
+    #[test]
+    fn an_hmac_secret_shorter_than_256_bits_is_reported_without_quoting_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let short = dir.path().join("short");
+        std::fs::write(&short, "a-31-byte-secret-abcdefghijklmn").expect("write");
+        let exact = dir.path().join("exact");
+        std::fs::write(&exact, "a-32-byte-secret-abcdefghijklmno").expect("write");
+        let toml = format!(
+            "[[keys]]\nalgorithm = \"HS256\"\nsecret_file = {short:?}\n\
+             [[keys]]\nalgorithm = \"HS512\"\nsecret_file = {exact:?}\n"
+        );
+        let found = check(&toml);
+        assert_eq!(
+            paths(&found),
+            vec!["auth.jwt.keys[0].secret_file"],
+            "{found:#?}"
+        );
+        assert!(found[0].1.contains("31 bytes") && found[0].1.contains("RFC 7518"));
+        assert!(!found[0].1.contains("abcdefghijklmn"), "{found:#?}");
     }
 
     #[test]

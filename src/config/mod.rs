@@ -8,6 +8,7 @@ mod jwt_check;
 mod lenient;
 mod model;
 mod secret;
+pub mod strength;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -395,6 +396,9 @@ impl Validator {
                 k.hash_secret_file.as_deref(),
             );
             self.positive_duration("auth.api_key.key_ttl".into(), &k.key_ttl);
+            if k.key_ttl.ok().is_some_and(|d| d.0 > MAX_KEY_TTL) {
+                self.push("auth.api_key.key_ttl", "must be at most 3650d (10 years)");
+            }
             if has_store && !k.keys.is_empty() {
                 self.push(
                     "auth.api_key.keys",
@@ -426,6 +430,7 @@ impl Validator {
                         sk.key_env.as_deref(),
                         sk.key_file.as_deref(),
                     );
+                    self.static_key_strength(&at, sk);
                 }
             }
         }
@@ -441,6 +446,39 @@ impl Validator {
         }
         self.positive_duration("auth.cache.ttl".into(), &c.ttl);
         self.positive_duration("auth.cache.negative_ttl".into(), &c.negative_ttl);
+        // The cache library panics on lifetimes past 1000 years; a day is plenty for a cache.
+        for (field, ttl) in [("ttl", &c.ttl), ("negative_ttl", &c.negative_ttl)] {
+            if ttl
+                .ok()
+                .is_some_and(|d| d.0 > std::time::Duration::from_secs(86_400))
+            {
+                self.push(format!("auth.cache.{field}"), "must be at most 1d");
+            }
+        }
+    }
+
+    /// A config-declared key must carry at least 128 bits by [`strength::estimated_entropy_bits`].
+    /// The message never quotes the key.
+    fn static_key_strength(&mut self, at: &str, sk: &StaticKeyConfig) {
+        let Ok(Some(key)) = read_secret(sk.key_env.as_deref(), sk.key_file.as_deref()) else {
+            return;
+        };
+        let bits = strength::estimated_entropy_bits(&key);
+        if bits < strength::MIN_API_KEY_BITS {
+            let field = if sk.key_env.is_some() {
+                "key_env"
+            } else {
+                "key_file"
+            };
+            self.push(
+                format!("{at}.{field}"),
+                format!(
+                    "the key is too weak (about {bits:.0} bits; at least 128 needed): use 22 or \
+                     more random base64url characters or 32 hex digits, e.g. from \
+                     `portcullis keys create` or `openssl rand -base64 24`"
+                ),
+            );
+        }
     }
 
     /// Checks a secret given by `<field>_env` / `<field>_file`: a named variable must be set.
@@ -478,6 +516,7 @@ impl Validator {
             self.push("rate_limit.breaker_failures", "must be at least 1");
         }
         self.positive_duration("rate_limit.breaker_open_for".into(), &rl.breaker_open_for);
+        self.rate_limit_bounds(rl);
         let claims: Vec<&String> = config
             .auth
             .jwt
@@ -500,6 +539,38 @@ impl Validator {
                         format!("rule name {:?} is used twice on this route", rule.name),
                     );
                 }
+            }
+        }
+    }
+
+    /// `local_max_counters`, the client-IP prefixes and `failed_auth`.
+    fn rate_limit_bounds(&mut self, rl: &RateLimitConfig) {
+        if !(1..=10_000_000).contains(&rl.local_max_counters) {
+            self.push(
+                "rate_limit.local_max_counters",
+                "must be between 1 and 10000000",
+            );
+        }
+        if rl.ipv4_prefix > 32 {
+            self.push("rate_limit.ipv4_prefix", "must be between 0 and 32");
+        }
+        if rl.ipv6_prefix > 128 {
+            self.push("rate_limit.ipv6_prefix", "must be between 0 and 128");
+        }
+        let fa = &rl.failed_auth;
+        if !(1..=1_000_000).contains(&fa.limit) {
+            self.push(
+                "rate_limit.failed_auth.limit",
+                "must be between 1 and 1000000",
+            );
+        }
+        if self.lenient("rate_limit.failed_auth.window", &fa.window) {
+            let w = fa.window.ok().map_or(0, |d| d.0.as_millis());
+            if !(1000..=86_400_000).contains(&w) || !w.is_multiple_of(1000) {
+                self.push(
+                    "rate_limit.failed_auth.window",
+                    "must be whole seconds from 1s to 1d",
+                );
             }
         }
     }
@@ -546,6 +617,8 @@ impl Validator {
                     format!("{at}.window"),
                     "must be whole seconds from 1s to 30d",
                 );
+            } else {
+                self.script_range(at, rule, w);
             }
         }
         if rule.algorithm == RateAlgorithm::SlidingLog
@@ -563,6 +636,22 @@ impl Validator {
         for (plan, limit) in &rule.plan_limits {
             if *limit == 0 {
                 self.push(format!("{at}.plan_limits.{plan}"), "must be at least 1");
+            }
+        }
+    }
+
+    /// The script computes `limit × window_ms` on doubles: past 2^53 its integers are no
+    /// longer exact (and Redis' integer reply conversion would round), so such limits are
+    /// refused rather than silently approximated.
+    fn script_range(&mut self, at: &str, rule: &RateLimitRule, window_ms: u128) {
+        let too_big = |limit: u64| u128::from(limit) * window_ms > strength::MAX_EXACT_SCRIPT_INT;
+        let reason = "limit × window in ms must be at most 2^53 (e.g. at most 104249991 per day)";
+        if too_big(rule.limit) {
+            self.push(format!("{at}.limit"), reason);
+        }
+        for (plan, limit) in &rule.plan_limits {
+            if too_big(*limit) {
+                self.push(format!("{at}.plan_limits.{plan}"), reason);
             }
         }
     }
@@ -787,6 +876,10 @@ impl Validator {
         }
     }
 }
+
+/// Longest lifetime of an API key (config `key_ttl`, admin `ttl`): keeps expiry arithmetic and
+/// Redis `PEXPIRE` far from any overflow.
+pub const MAX_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
 
 /// First line of an unencrypted PKCS#8 PEM private key, the only kind `store.tls_key_file` takes.
 pub const PKCS8_KEY_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
@@ -1191,6 +1284,69 @@ interval = "0ms"
         assert!(
             !found.iter().any(|f| f.contains("c2VjcmV0")),
             "key content in a message: {found:#?}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_bounds_and_weak_keys_are_reported_with_their_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let weak = dir.path().join("weak");
+        std::fs::write(&weak, "short-key-1").expect("write");
+        let strong = dir.path().join("strong");
+        std::fs::write(&strong, "pk_4f1b0c9e2d7a8b3c6e5f1a2b3c4d5e6f").expect("write");
+        let toml = format!(
+            r#"{BASE}
+[auth.cache]
+negative_ttl = "2000y"
+
+[rate_limit]
+local_max_counters = 0
+ipv4_prefix = 33
+ipv6_prefix = 129
+[rate_limit.failed_auth]
+limit = 0
+window = "500ms"
+
+[auth.api_key]
+key_ttl = "3651d"
+keys = [
+  {{ id = "weak", consumer = "c", key_file = {weak:?} }},
+  {{ id = "strong", consumer = "c", key_file = {strong:?} }},
+]
+
+[[routes]]
+name = "r"
+upstream = "api"
+rate_limits = [
+  {{ name = "huge", by = "ip", limit = 104249992, window = "1d" }},
+  {{ name = "fits", by = "ip", limit = 104249991, window = "1d" }},
+  {{ name = "plans", by = "ip", limit = 10, window = "30d", plan_limits = {{ gold = 4000000 }} }},
+]
+"#
+        );
+        let found = issues(&toml);
+        let expect = [
+            "rate_limit.local_max_counters: must be between 1",
+            "rate_limit.ipv4_prefix: must be between 0 and 32",
+            "rate_limit.ipv6_prefix: must be between 0 and 128",
+            "rate_limit.failed_auth.limit: must be between 1",
+            "rate_limit.failed_auth.window: must be whole seconds",
+            "auth.api_key.key_ttl: must be at most 3650d",
+            "auth.cache.negative_ttl: must be at most 1d",
+            "auth.api_key.keys[0].key_file: the key is too weak",
+            "routes[0].rate_limits[0].limit: limit × window in ms must be at most 2^53",
+            "routes[0].rate_limits[2].plan_limits.gold: limit × window in ms must be at most 2^53",
+        ];
+        for e in expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+        assert!(
+            !found.iter().any(|f| f.contains("short-key-1")),
+            "{found:#?}"
         );
     }
 }

@@ -51,6 +51,15 @@ pub struct RateLimitConfig {
     pub breaker_failures: u32,
     /// How long the open breaker skips the store before probing it again.
     pub breaker_open_for: Lenient<Dur>,
+    /// Most in-process counters kept (per kind: single-node limits, the local fallback, failed
+    /// authentication); the least recently used make room for new ones. Restart to change.
+    pub local_max_counters: usize,
+    /// `by = "ip"` counts IPv4 clients by this network prefix (32: each address).
+    pub ipv4_prefix: u8,
+    /// `by = "ip"` counts IPv6 clients by this network prefix (64: one customer network).
+    pub ipv6_prefix: u8,
+    /// Per-client-IP limit on rejected credentials, checked before any credential lookup.
+    pub failed_auth: FailedAuthConfig,
 }
 
 impl Default for RateLimitConfig {
@@ -60,6 +69,32 @@ impl Default for RateLimitConfig {
             node_count: 1,
             breaker_failures: 5,
             breaker_open_for: Lenient::new("1s"),
+            local_max_counters: 100_000,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            failed_auth: FailedAuthConfig::default(),
+        }
+    }
+}
+
+/// `[rate_limit.failed_auth]`: how many rejected credentials a client IP may present.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailedAuthConfig {
+    /// On by default: it keeps floods of bogus credentials away from the store.
+    pub enabled: bool,
+    /// Rejected credentials per window and client network.
+    pub limit: u64,
+    /// Window length, "1s" to "1d".
+    pub window: Lenient<Dur>,
+}
+
+impl Default for FailedAuthConfig {
+    fn default() -> Self {
+        FailedAuthConfig {
+            enabled: true,
+            limit: 100,
+            window: Lenient::new("10s"),
         }
     }
 }

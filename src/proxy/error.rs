@@ -33,6 +33,8 @@ pub enum GatewayError {
     RateLimiterUnavailable,
     /// Authentication failed; the challenge goes into `WWW-Authenticate`.
     Auth(AuthFailure, Option<&'static str>),
+    /// The client network presented too many rejected credentials; seconds until it may again.
+    TooManyFailedAttempts(u64),
 }
 
 impl GatewayError {
@@ -47,7 +49,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
             GatewayError::Auth(f, _) => f.status(),
-            GatewayError::RateLimited(_) => 429,
+            GatewayError::RateLimited(_) | GatewayError::TooManyFailedAttempts(_) => 429,
             GatewayError::RateLimiterUnavailable => 503,
         }
     }
@@ -66,6 +68,7 @@ impl GatewayError {
             GatewayError::Auth(f, _) => f.code(),
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
+            GatewayError::TooManyFailedAttempts(_) => "too_many_failed_attempts",
         }
     }
 
@@ -86,6 +89,9 @@ impl GatewayError {
             }
             GatewayError::RateLimiterUnavailable => {
                 "rate limits cannot be checked right now; retry later"
+            }
+            GatewayError::TooManyFailedAttempts(_) => {
+                "too many rejected credentials from this address; retry after the time in Retry-After"
             }
         }
     }
@@ -139,7 +145,7 @@ impl GatewayError {
             | GatewayError::RateLimiterUnavailable => {
                 resp.insert_header(http::header::RETRY_AFTER, "1")?;
             }
-            GatewayError::RateLimited(secs) => {
+            GatewayError::RateLimited(secs) | GatewayError::TooManyFailedAttempts(secs) => {
                 resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
             }
             _ => {}

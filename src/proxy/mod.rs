@@ -206,16 +206,24 @@ fn add_rate_limit_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result
     result
 }
 
-/// Runs the route's authentication and stores the principal in the context.
+/// Runs the route's authentication and stores the principal in the context. A client network
+/// over `[rate_limit.failed_auth]` is refused before any credential is looked at.
 async fn authenticate(
     session: &Session,
     ctx: &mut RequestCtx,
+    limiter: &crate::ratelimit::Limiter,
 ) -> std::result::Result<(), GatewayError> {
     let (Some(rt), Some(route)) = (ctx.runtime.as_deref(), ctx.route()) else {
         return Ok(());
     };
     if route.auth.methods.is_empty() {
         return Ok(());
+    }
+    // The real client, so a flood through a trusted load balancer blocks the flooding client,
+    // not everyone behind the balancer.
+    let ip = ctx.client_ip;
+    if let Some(secs) = limiter.failed_auth_retry_after(&route.rate_limit, ip) {
+        return Err(GatewayError::TooManyFailedAttempts(secs));
     }
     match rt
         .auth
@@ -227,6 +235,9 @@ async fn authenticate(
             Ok(())
         }
         Err(failure) => {
+            if failure.is_rejected_credential() {
+                limiter.record_failed_auth(&route.rate_limit, ip);
+            }
             let challenge = failure.challenge(&route.auth.methods);
             Err(GatewayError::Auth(failure, challenge))
         }
@@ -402,7 +413,8 @@ impl ProxyHttp for Gateway {
             respond_error(session, &err, ctx).await?;
             return Ok(true);
         }
-        if let Err(err) = authenticate(session, ctx).await {
+        let limiter = &self.runtime.services().limiter;
+        if let Err(err) = authenticate(session, ctx, limiter).await {
             respond_error(session, &err, ctx).await?;
             return Ok(true);
         }

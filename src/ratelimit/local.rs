@@ -28,31 +28,64 @@
 //!
 //! The Lua script computes on doubles; both agree while `limit × window_ms` and
 //! `count × window_ms` stay below 2^53 (e.g. a limit of 10^6 per day).
+//!
+//! A sliding log keeps at most a cap of units, its oldest dropped past it (the script's
+//! ZREMRANGEBYRANK): `limit` for a `count_denied` rule, [`LOG_CAP`] (or `limit` if larger) for
+//! others, where only a shadow rule can pass its limit. With any cap >= limit, decisions and
+//! outcomes do not change, because the units that count at any later time are always the newest
+//! ones and a log holding `limit` of them denies already; it stops a hammering client from
+//! growing the log without bound. (Raising a `count_denied` rule's limit on reload then starts
+//! from at most the old limit.)
+//!
+//! **Bounded memory**: at most `capacity` counters are held. A new counter beyond that evicts
+//! one by the CLOCK approximation of LRU (a counter used since the hand last passed gets a
+//! second chance), and expired counters are swept out in chunks of bounded size, so no call
+//! holds the lock for work proportional to the number of counters.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prometheus::IntCounter;
+
 use super::algorithm::{Algorithm, Decision, RuleCheck, RuleOutcome};
 
-/// How often, in ms of the caller's clock, expired counters are swept out of the map.
+/// How often, in ms of the caller's clock, a sweep of expired counters starts.
 const SWEEP_INTERVAL_MS: u64 = 1_000;
+/// Counters one sweep step looks at; a sweep that did not get round continues soon after.
+const SWEEP_BUDGET: usize = 512;
+/// Delay before the next step of a sweep that ran out of budget.
+const SWEEP_CONTINUE_MS: u64 = 10;
+/// Second chances one eviction gives at most, so an eviction is bounded work even when every
+/// counter was used recently.
+const MAX_SECOND_CHANCES: usize = 64;
+/// Most units a sliding log that is not `count_denied` keeps: the largest `sliding_log` limit
+/// the config allows (`scripts/limit.lua` has the same `LOG_CAP`).
+pub const LOG_CAP: u64 = 10_000;
+/// Counters held when no capacity is given (the default of `[rate_limit] local_max_counters`).
+pub const DEFAULT_CAPACITY: usize = 100_000;
 
 /// Rate-limit counters of this process, keyed like the Redis keys.
 ///
-/// Memory is bounded by the live counters: each expires like its Redis key would (two windows
-/// after a sliding-window write, one window after a sliding-log write) and expired ones are
-/// swept out at most once per second.
-#[derive(Default)]
+/// Memory is bounded twice: each counter expires like its Redis key would (two windows after a
+/// sliding-window write, one window after a sliding-log write), and at most `capacity` are
+/// held, the least recently used (approximately) making room for new ones.
 pub struct LocalLimiter {
-    /// A plain mutex: one short critical section per call, no await inside.
+    /// A plain mutex: one short critical section per call, no await inside, and bounded work
+    /// in it (a sweep step, at most a few evictions).
     inner: Mutex<Counters>,
+    /// Live counters evicted to make room (expired ones dropped are not counted).
+    evictions: IntCounter,
 }
 
-#[derive(Default)]
 struct Counters {
     by_key: HashMap<String, Stored>,
-    /// When the next sweep of expired counters is due.
+    /// Every key of `by_key` exactly once, in the order the clock hand visits them; keys leave
+    /// the map only from the front of this ring.
+    ring: VecDeque<String>,
+    /// Most counters held after a call.
+    capacity: usize,
+    /// When the next sweep step is due.
     next_sweep_ms: u64,
 }
 
@@ -60,6 +93,8 @@ struct Stored {
     counter: Counter,
     /// The Redis key's TTL: from then on the counter is zero anyway.
     expires_at_ms: u64,
+    /// Used since the clock hand last passed (the CLOCK reference bit).
+    referenced: bool,
 }
 
 enum Counter {
@@ -89,10 +124,32 @@ enum View {
 
 // === impl LocalLimiter ===
 
+impl Default for LocalLimiter {
+    fn default() -> Self {
+        LocalLimiter::new()
+    }
+}
+
 impl LocalLimiter {
-    /// An empty limiter.
+    /// An empty limiter holding up to [`DEFAULT_CAPACITY`] counters.
     pub fn new() -> LocalLimiter {
-        LocalLimiter::default()
+        let evictions =
+            IntCounter::new("local_evictions", "evictions of this limiter").expect("valid metric");
+        LocalLimiter::bounded(DEFAULT_CAPACITY, evictions)
+    }
+
+    /// An empty limiter holding up to `capacity` counters (at least 1); `evictions` counts live
+    /// counters evicted to make room.
+    pub fn bounded(capacity: usize, evictions: IntCounter) -> LocalLimiter {
+        LocalLimiter {
+            inner: Mutex::new(Counters {
+                by_key: HashMap::new(),
+                ring: VecDeque::new(),
+                capacity: capacity.max(1),
+                next_sweep_ms: 0,
+            }),
+            evictions,
+        }
     }
 
     /// Decides and counts one request against all its rules at `now_ms` (ms since the Unix
@@ -117,7 +174,27 @@ impl LocalLimiter {
                 counters.outcome(check, view, ok, now_ms)
             })
             .collect();
+        // Evicting only after every outcome is computed keeps this call's decision exact.
+        let evicted = counters.evict_over_capacity(now_ms);
+        drop(counters);
+        if evicted > 0 {
+            self.evictions.inc_by(evicted);
+        }
         Decision { admitted, rules }
+    }
+
+    /// What `check` would get at `now_ms`, counting nothing.
+    pub fn peek(&self, check: &RuleCheck, now_ms: u64) -> RuleOutcome {
+        let mut counters = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        counters.sweep(now_ms);
+        let view = counters.view(check, now_ms);
+        let ok = fits(check, &view);
+        counters.outcome(check, &view, ok, now_ms)
+    }
+
+    /// Live counters evicted so far to make room.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.get()
     }
 
     /// [`LocalLimiter::decide`] at the system clock's current time.
@@ -133,7 +210,7 @@ impl LocalLimiter {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -159,12 +236,57 @@ fn fits(check: &RuleCheck, view: &View) -> bool {
 // === impl Counters ===
 
 impl Counters {
+    /// One step of the sweep: looks at up to [`SWEEP_BUDGET`] counters from the hand on,
+    /// drops the expired ones and moves the others behind it.
     fn sweep(&mut self, now: u64) {
         if now < self.next_sweep_ms {
             return;
         }
-        self.by_key.retain(|_, stored| stored.expires_at_ms > now);
-        self.next_sweep_ms = now.saturating_add(SWEEP_INTERVAL_MS);
+        let held = self.ring.len();
+        let budget = SWEEP_BUDGET.min(held);
+        for _ in 0..budget {
+            let Some(key) = self.ring.pop_front() else {
+                break;
+            };
+            match self.by_key.get(&key) {
+                Some(stored) if stored.expires_at_ms > now => self.ring.push_back(key),
+                _ => {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+        let pause = if budget == held {
+            SWEEP_INTERVAL_MS
+        } else {
+            SWEEP_CONTINUE_MS
+        };
+        self.next_sweep_ms = now.saturating_add(pause);
+    }
+
+    /// Evicts counters until at most `capacity` are held; returns how many live ones went.
+    fn evict_over_capacity(&mut self, now: u64) -> u64 {
+        let mut evicted = 0;
+        let mut second_chances = 0;
+        while self.by_key.len() > self.capacity {
+            let Some(key) = self.ring.pop_front() else {
+                break;
+            };
+            let Some(stored) = self.by_key.get_mut(&key) else {
+                continue;
+            };
+            let live = stored.expires_at_ms > now;
+            if live && stored.referenced && second_chances < MAX_SECOND_CHANCES {
+                stored.referenced = false;
+                second_chances += 1;
+                self.ring.push_back(key);
+                continue;
+            }
+            self.by_key.remove(&key);
+            if live {
+                evicted += 1;
+            }
+        }
+        evicted
     }
 
     /// The live counter under `key` (an expired one is as good as absent, as in Redis).
@@ -172,7 +294,10 @@ impl Counters {
         self.by_key
             .get_mut(key)
             .filter(|stored| stored.expires_at_ms > now)
-            .map(|stored| &mut stored.counter)
+            .map(|stored| {
+                stored.referenced = true;
+                &mut stored.counter
+            })
     }
 
     fn view(&mut self, check: &RuleCheck, now: u64) -> View {
@@ -197,8 +322,9 @@ impl Counters {
         }
     }
 
-    /// Drops the log's entries that left the window (the script's ZREMRANGEBYSCORE, which
-    /// also deletes a key left empty) and returns how many units remain.
+    /// Drops the log's entries that left the window (the script's ZREMRANGEBYSCORE) and
+    /// returns how many units remain. A log left empty stays until its expiry sweeps it out
+    /// (keys leave the map only at the clock hand); empty, it counts as absent.
     fn trim_log(&mut self, check: &RuleCheck, now: u64) -> u64 {
         let window = window_of(check);
         let Some(Counter::Log(entries)) = self.live_mut(&check.key, now) else {
@@ -210,11 +336,7 @@ impl Counters {
         {
             entries.pop_front();
         }
-        let usage = entries.iter().map(|&(_, n)| n).sum();
-        if entries.is_empty() {
-            self.by_key.remove(&check.key);
-        }
-        usage
+        entries.iter().map(|&(_, n)| n).sum()
     }
 
     fn count(&mut self, check: &RuleCheck, view: &mut View, now: u64) {
@@ -227,26 +349,35 @@ impl Counters {
                 self.store(check, Counter::Window(*counter), now, ttl_ms);
             }
             View::Log { usage } => {
-                *usage = usage.saturating_add(check.cost);
-                let mut entries = match self.by_key.remove(&check.key) {
-                    Some(Stored {
-                        counter: Counter::Log(entries),
-                        expires_at_ms,
-                    }) if expires_at_ms > now => entries,
+                let mut entries = match self.live_mut(&check.key, now) {
+                    Some(Counter::Log(entries)) => std::mem::take(entries),
                     _ => VecDeque::new(),
                 };
                 insert_sorted(&mut entries, now, check.cost);
+                *usage = keep_newest(&mut entries, log_cap(check));
                 self.store(check, Counter::Log(entries), now, window);
             }
         }
     }
 
+    /// Writes a counter in place, or adds it (behind the clock hand) when new.
     fn store(&mut self, check: &RuleCheck, counter: Counter, now: u64, ttl_ms: u64) {
+        let expires_at_ms = now.saturating_add(ttl_ms);
+        if let Some(stored) = self.by_key.get_mut(&check.key) {
+            stored.counter = counter;
+            stored.expires_at_ms = expires_at_ms;
+            stored.referenced = true;
+            return;
+        }
+        // Unreferenced until used again: a flood of one-off subjects is evicted before the
+        // counters that are in use (CLOCK would otherwise degrade to FIFO under it).
         let stored = Stored {
             counter,
-            expires_at_ms: now.saturating_add(ttl_ms),
+            expires_at_ms,
+            referenced: false,
         };
         self.by_key.insert(check.key.clone(), stored);
+        self.ring.push_back(check.key.clone());
     }
 
     fn outcome(&mut self, check: &RuleCheck, view: &View, allowed: bool, now: u64) -> RuleOutcome {
@@ -365,6 +496,35 @@ fn insert_sorted(entries: &mut VecDeque<(u64, u64)>, at: u64, n: u64) {
         Some((t, count)) if *t == at => *count = count.saturating_add(n),
         _ => entries.insert(pos, (at, n)),
     }
+}
+
+/// The most units `check`'s log keeps (see the module docs).
+fn log_cap(check: &RuleCheck) -> u64 {
+    if check.count_denied {
+        check.limit
+    } else {
+        check.limit.max(LOG_CAP)
+    }
+}
+
+/// Drops the oldest units beyond `limit` (the script's ZREMRANGEBYRANK) and returns how many
+/// units remain.
+fn keep_newest(entries: &mut VecDeque<(u64, u64)>, limit: u64) -> u64 {
+    let total: u64 = entries.iter().fold(0, |sum, &(_, n)| sum.saturating_add(n));
+    let mut excess = total.saturating_sub(limit);
+    while excess > 0 {
+        let Some(front) = entries.front_mut() else {
+            break;
+        };
+        if front.1 <= excess {
+            excess -= front.1;
+            entries.pop_front();
+        } else {
+            front.1 -= excess;
+            excess = 0;
+        }
+    }
+    total.min(limit)
 }
 
 /// Timestamp of the `k`-th oldest unit (1-based).
@@ -612,10 +772,15 @@ mod tests {
             let plain = rule("plain", algorithm, 100, 60_000);
             let checks = [strict.clone(), plain.clone()];
             assert_eq!(admitted_count(&limiter, &checks, T0, 6), 2);
-            // strict counted all 6, plain only the 2 admitted.
+            // strict counted all 6 (a sliding log keeps only the newest `limit` = 2 of them,
+            // so that hammering cannot grow it), plain only the 2 admitted.
             strict.count_denied = false;
             strict.limit = 7;
-            assert_eq!(admitted_count(&limiter, &[strict], T0, 5), 1);
+            let held = match algorithm {
+                Algorithm::SlidingWindow => 6,
+                Algorithm::SlidingLog => 2,
+            };
+            assert_eq!(admitted_count(&limiter, &[strict], T0, 7), 7 - held);
             let d = limiter.decide(&[plain], T0);
             assert_eq!(d.rules[0].remaining, 97);
         }
@@ -637,6 +802,122 @@ mod tests {
         assert_eq!(limiter.tracked_keys(), 50, "logs expire after one window");
         limiter.decide(&[], T0 + 3_000);
         assert_eq!(limiter.tracked_keys(), 0, "windows expire after two");
+    }
+
+    fn bounded(capacity: usize) -> LocalLimiter {
+        let evictions = IntCounter::new("evictions", "test").expect("valid metric");
+        LocalLimiter::bounded(capacity, evictions)
+    }
+
+    #[test]
+    fn counters_beyond_capacity_evict_the_least_recently_used_and_count_it() {
+        let limiter = bounded(50);
+        let hot = [rule("hot", Algorithm::SlidingWindow, 1_000, 60_000)];
+        for i in 0..500u64 {
+            // The hot key is used between every new one: CLOCK keeps it.
+            limiter.decide(&hot, T0 + i);
+            let cold = rule(&format!("cold{i}"), Algorithm::SlidingWindow, 5, 60_000);
+            limiter.decide(&[cold], T0 + i);
+            assert!(limiter.tracked_keys() <= 50, "{}", limiter.tracked_keys());
+        }
+        assert_eq!(limiter.evictions(), 451, "500 cold + 1 hot into 50 slots");
+        let d = limiter.decide(&hot, T0 + 600);
+        assert_eq!(
+            d.rules[0].remaining,
+            1_000 - 501,
+            "the hot counter survived"
+        );
+    }
+
+    #[test]
+    fn expired_counters_make_room_without_counting_as_evictions() {
+        let limiter = bounded(10);
+        for i in 0..10 {
+            limiter.decide(
+                &[rule(&format!("a{i}"), Algorithm::SlidingLog, 5, 1_000)],
+                T0,
+            );
+        }
+        for i in 0..10 {
+            let late = rule(&format!("b{i}"), Algorithm::SlidingLog, 5, 1_000);
+            limiter.decide(&[late], T0 + 1_000);
+        }
+        assert_eq!(limiter.tracked_keys(), 10);
+        assert_eq!(limiter.evictions(), 0);
+    }
+
+    #[test]
+    fn one_sweep_step_looks_at_a_bounded_number_of_counters() {
+        let limiter = bounded(10_000);
+        for i in 0..(3 * SWEEP_BUDGET) {
+            limiter.decide(
+                &[rule(&format!("k{i}"), Algorithm::SlidingLog, 5, 1_000)],
+                T0,
+            );
+        }
+        limiter.decide(&[], T0 + 2_000);
+        assert_eq!(
+            limiter.tracked_keys(),
+            2 * SWEEP_BUDGET,
+            "one step, one budget"
+        );
+        // The sweep continues shortly after, not a whole interval later.
+        limiter.decide(&[], T0 + 2_000 + SWEEP_CONTINUE_MS);
+        limiter.decide(&[], T0 + 2_000 + 2 * SWEEP_CONTINUE_MS);
+        assert_eq!(limiter.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn a_hammered_count_denied_log_keeps_at_most_limit_units_and_decides_the_same() {
+        let limiter = LocalLimiter::new();
+        let mut check = rule("k", Algorithm::SlidingLog, 5, 1_000);
+        check.count_denied = true;
+        let checks = [check];
+        let mut admitted = 0;
+        for t in 0..2_000 {
+            let d = limiter.decide(&checks, T0 + t / 4);
+            admitted += usize::from(d.admitted);
+            let inner = limiter.inner.lock().expect("lock");
+            if let Some(Stored {
+                counter: Counter::Log(entries),
+                ..
+            }) = inner.by_key.get("k")
+            {
+                let units: u64 = entries.iter().map(|&(_, n)| n).sum();
+                assert!(units <= 5, "{units} units held at step {t}");
+            }
+        }
+        // Hammered without pause, the client gets its 5 and then only once a full window
+        // passes with nothing counted, which never happens here.
+        assert_eq!(admitted, 5);
+        let d = limiter.decide(&checks, T0 + 500);
+        // Kept: the newest 5 units, four at 499 and this call's at 500; the oldest frees room.
+        assert_eq!(d.rules[0].retry_after_ms, 999);
+    }
+
+    #[test]
+    fn a_hammered_shadow_log_keeps_at_most_log_cap_units_and_still_counts() {
+        let limiter = LocalLimiter::new();
+        let mut shadow = rule("s", Algorithm::SlidingLog, 1, 60_000);
+        shadow.shadow = true;
+        for _ in 0..(LOG_CAP + 50) {
+            assert!(limiter.decide(std::slice::from_ref(&shadow), T0).admitted);
+        }
+        let inner = limiter.inner.lock().expect("lock");
+        let Some(Stored {
+            counter: Counter::Log(entries),
+            ..
+        }) = inner.by_key.get("s")
+        else {
+            panic!("no log stored");
+        };
+        let units: u64 = entries.iter().map(|&(_, n)| n).sum();
+        assert_eq!(units, LOG_CAP);
+        drop(inner);
+        // Enforced at the largest limit the config allows, the kept units deny.
+        shadow.shadow = false;
+        shadow.limit = LOG_CAP;
+        assert!(!limiter.decide(&[shadow], T0).admitted);
     }
 
     #[test]

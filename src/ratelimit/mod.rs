@@ -9,11 +9,12 @@
 
 pub mod algorithm;
 pub mod breaker;
+pub mod failed_auth;
 pub mod local;
 pub mod script;
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::config::{RateAlgorithm, RateLimitConfig, RateLimitFailure, RateLimitR
 use crate::store::{Store, StoreError};
 use algorithm::{Algorithm, Decision, RuleCheck};
 use breaker::{Breaker, Permit};
+use failed_auth::{FailedAuthGuard, FailedAuthPolicy};
 use local::LocalLimiter;
 
 /// What a rule counts by.
@@ -76,6 +78,54 @@ impl Subject {
     }
 }
 
+/// How client addresses are grouped into the networks `by = "ip"` counts: IPv4 by
+/// `ipv4_prefix` (32: each address), IPv6 by `ipv6_prefix` (64: one customer network, since a
+/// single host can pick from 2^64 addresses of its /64). IPv4-mapped IPv6 addresses count as
+/// IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientNetwork {
+    v4_prefix: u8,
+    v6_prefix: u8,
+}
+
+impl ClientNetwork {
+    /// Grouping by these prefix lengths (clamped to 32 and 128).
+    pub fn new(v4_prefix: u8, v6_prefix: u8) -> ClientNetwork {
+        ClientNetwork {
+            v4_prefix: v4_prefix.min(32),
+            v6_prefix: v6_prefix.min(128),
+        }
+    }
+
+    /// Appends `ip:<address>` for a whole-address prefix, `ip:<network>/<len>` otherwise, or
+    /// `ip:-` without an address.
+    pub fn write(&self, key: &mut String, ip: Option<IpAddr>) {
+        key.push_str("ip:");
+        let _ = match ip.map(|ip| ip.to_canonical()) {
+            None => {
+                key.push('-');
+                Ok(())
+            }
+            Some(IpAddr::V4(v4)) if self.v4_prefix >= 32 => write!(key, "{v4}"),
+            Some(IpAddr::V6(v6)) if self.v6_prefix >= 128 => write!(key, "{v6}"),
+            Some(IpAddr::V4(v4)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.v4_prefix))
+                    .unwrap_or(0);
+                let net = Ipv4Addr::from(u32::from(v4) & mask);
+                write!(key, "{net}/{}", self.v4_prefix)
+            }
+            Some(IpAddr::V6(v6)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.v6_prefix))
+                    .unwrap_or(0);
+                let net = Ipv6Addr::from(u128::from(v6) & mask);
+                write!(key, "{net}/{}", self.v6_prefix)
+            }
+        };
+    }
+}
+
 /// Per-rule counters, resolved once per config load so the hot path does no label lookups.
 struct RuleMetrics {
     allowed: IntCounter,
@@ -110,6 +160,10 @@ pub struct RoutePolicy {
     policy_header: Option<HeaderValue>,
     legacy_headers: bool,
     node_count: u64,
+    /// How `by = "ip"` groups client addresses.
+    client_network: ClientNetwork,
+    /// `[rate_limit.failed_auth]`; `None` when off.
+    failed_auth: Option<FailedAuthPolicy>,
 }
 
 /// The usage a response reports: the most restrictive rule's.
@@ -160,6 +214,8 @@ pub struct RateMetrics {
     decisions: IntCounterVec,
     near_limit: IntCounterVec,
     breaker_open: IntGauge,
+    local_evictions: IntCounterVec,
+    failed_auth_blocked: IntCounter,
 }
 
 impl RateMetrics {
@@ -189,19 +245,42 @@ impl RateMetrics {
             "1 while the store circuit breaker is open or probing.",
         )
         .expect("valid metric");
+        let local_evictions = IntCounterVec::new(
+            Opts::new(
+                "portcullis_ratelimit_local_evictions_total",
+                "In-process counters evicted before expiry to stay within local_max_counters, by \
+                 counter set (limits, fallback, failed_auth).",
+            ),
+            &["counters"],
+        )
+        .expect("valid metric");
+        let failed_auth_blocked = IntCounter::new(
+            "portcullis_auth_failed_attempts_blocked_total",
+            "Requests refused with 429 because their client network presented too many \
+             rejected credentials.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(near_limit.clone()),
             Box::new(breaker_open.clone()),
+            Box::new(local_evictions.clone()),
+            Box::new(failed_auth_blocked.clone()),
         ] {
             registry
                 .register(c)
                 .expect("rate-limit metrics registered once");
         }
+        // Every counter set exists from the start, so dashboards see zeros, not absence.
+        for set in ["limits", "fallback", "failed_auth"] {
+            local_evictions.with_label_values(&[set]);
+        }
         RateMetrics {
             decisions,
             near_limit,
             breaker_open,
+            local_evictions,
+            failed_auth_blocked,
         }
     }
 }
@@ -259,6 +338,8 @@ impl RoutePolicy {
             policy_header,
             legacy_headers: settings.legacy_headers,
             node_count: u64::from(settings.node_count.max(1)),
+            client_network: ClientNetwork::new(settings.ipv4_prefix, settings.ipv6_prefix),
+            failed_auth: FailedAuthPolicy::from_config(&settings.failed_auth),
         })
     }
 
@@ -288,7 +369,7 @@ impl RoutePolicy {
                     Algorithm::SlidingWindow => ":w:",
                     Algorithm::SlidingLog => ":l:",
                 });
-                write_subject(&mut key, &rule.subject, facts);
+                write_subject(&mut key, &rule.subject, facts, &self.client_network);
                 RuleCheck {
                     key,
                     algorithm: rule.algorithm,
@@ -349,13 +430,13 @@ fn render_policy_with(rules: &[CompiledRule], limit: impl Fn(usize) -> u64) -> O
 
 /// Appends the subject part of a counter key. Values that are long or unusual are hashed, so
 /// keys stay short and a client cannot inject key syntax.
-fn write_subject(key: &mut String, subject: &Subject, facts: &RequestFacts<'_>) {
-    let ip = |key: &mut String| match facts.client_ip {
-        Some(ip) => {
-            let _ = write!(key, "ip:{ip}");
-        }
-        None => key.push_str("ip:-"),
-    };
+fn write_subject(
+    key: &mut String,
+    subject: &Subject,
+    facts: &RequestFacts<'_>,
+    network: &ClientNetwork,
+) {
+    let ip = |key: &mut String| network.write(key, facts.client_ip);
     match subject {
         Subject::Ip => ip(key),
         Subject::Route => key.push('_'),
@@ -402,6 +483,8 @@ pub struct Limiter {
     local: LocalLimiter,
     /// Counters for `on_store_error = "local"`.
     fallback: LocalLimiter,
+    /// Rejected credentials per client network.
+    failed_auth: FailedAuthGuard,
     breaker: Breaker,
     script: redis::Script,
     nonce_prefix: u64,
@@ -416,10 +499,17 @@ impl Limiter {
             .breaker_open_for
             .ok()
             .map_or(std::time::Duration::from_secs(1), |d| d.0);
+        let capacity = settings.local_max_counters.max(1);
+        let evictions = |set: &str| metrics.local_evictions.with_label_values(&[set]);
         Limiter {
             store,
-            local: LocalLimiter::new(),
-            fallback: LocalLimiter::new(),
+            local: LocalLimiter::bounded(capacity, evictions("limits")),
+            fallback: LocalLimiter::bounded(capacity, evictions("fallback")),
+            failed_auth: FailedAuthGuard::new(
+                capacity,
+                evictions("failed_auth"),
+                metrics.failed_auth_blocked.clone(),
+            ),
             breaker: Breaker::new(settings.breaker_failures, open_for),
             script: redis::Script::new(script::SCRIPT),
             nonce_prefix: fastrand::u64(..),
@@ -431,6 +521,35 @@ impl Limiter {
     /// The metrics (for compiling policies).
     pub fn metrics(&self) -> &RateMetrics {
         &self.metrics
+    }
+
+    /// Seconds until `client_ip` may present credentials on this route again, when its network
+    /// is over `[rate_limit.failed_auth]`; `None` when it may now. Call before any credential
+    /// is looked at: this is what keeps a flood of bogus credentials away from the store.
+    pub fn failed_auth_retry_after(
+        &self,
+        policy: &RoutePolicy,
+        client_ip: Option<IpAddr>,
+    ) -> Option<u64> {
+        let limit = policy.failed_auth.as_ref()?;
+        self.failed_auth.retry_after_secs(
+            limit,
+            &policy.client_network,
+            client_ip,
+            local::unix_ms(),
+        )
+    }
+
+    /// Counts a presented and rejected credential of `client_ip`.
+    pub fn record_failed_auth(&self, policy: &RoutePolicy, client_ip: Option<IpAddr>) {
+        if let Some(limit) = &policy.failed_auth {
+            self.failed_auth.record_failure(
+                limit,
+                &policy.client_network,
+                client_ip,
+                local::unix_ms(),
+            );
+        }
     }
 
     /// Decides a request against a route's policy.
@@ -560,5 +679,56 @@ fn verdict(policy: &RoutePolicy, checks: &[RuleCheck], decision: &Decision) -> V
             retry_after_secs,
         },
         _ => Verdict::Admitted(worst),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(network: ClientNetwork, ip: &str) -> String {
+        let mut key = String::new();
+        network.write(&mut key, Some(ip.parse().expect("test ip")));
+        key
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_their_64_and_ipv4_by_address() {
+        let default = ClientNetwork::new(32, 64);
+        assert_eq!(key(default, "192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(key(default, "2001:db8:1:2::1"), "ip:2001:db8:1:2::/64");
+        assert_eq!(
+            key(default, "2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            "ip:2001:db8:1:2::/64"
+        );
+        assert_ne!(key(default, "2001:db8:1:3::1"), "ip:2001:db8:1:2::/64");
+        // IPv4-mapped IPv6 is the IPv4 client.
+        assert_eq!(key(default, "::ffff:192.0.2.7"), "ip:192.0.2.7");
+        let mut none = String::new();
+        default.write(&mut none, None);
+        assert_eq!(none, "ip:-");
+    }
+
+    #[test]
+    fn prefixes_are_configurable_down_to_zero() {
+        assert_eq!(
+            key(ClientNetwork::new(24, 48), "192.0.2.7"),
+            "ip:192.0.2.0/24"
+        );
+        assert_eq!(
+            key(ClientNetwork::new(24, 48), "2001:db8:1:2::1"),
+            "ip:2001:db8:1::/48"
+        );
+        assert_eq!(key(ClientNetwork::new(0, 0), "192.0.2.7"), "ip:0.0.0.0/0");
+        assert_eq!(key(ClientNetwork::new(0, 0), "2001:db8::1"), "ip:::/0");
+        assert_eq!(
+            key(ClientNetwork::new(32, 128), "2001:db8::1"),
+            "ip:2001:db8::1"
+        );
+        // Out-of-range prefixes are clamped (config validation refuses them).
+        assert_eq!(
+            key(ClientNetwork::new(99, 200), "192.0.2.7"),
+            "ip:192.0.2.7"
+        );
     }
 }

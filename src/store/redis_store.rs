@@ -492,9 +492,13 @@ fn with_keepalive(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
     info.set_tcp_settings(settings)
 }
 
-/// A TTL in milliseconds, at least 1 (Redis rejects 0).
+/// A TTL in milliseconds, at least 1 (Redis rejects 0) and at most 100 years: a larger one
+/// would wrap in `as u64` or overflow Redis' `now + ttl` (an "invalid expire time" error).
 fn ttl_ms(ttl: Duration) -> u64 {
-    (ttl.as_millis() as u64).max(1)
+    const MAX_TTL_MS: u64 = 100 * 365 * 86_400_000;
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MS)
 }
 
 fn map_error(e: redis::RedisError) -> StoreError {

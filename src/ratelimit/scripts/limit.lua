@@ -38,9 +38,13 @@
 -- arbitrary interval of one window length. Use sliding_log where a hard bound is required.
 --
 -- sliding_log: a ZSET with one member per counted unit, score = ms it was counted; a unit
--- counts while score > now - window, i.e. it expires at score + window. Exact; memory grows
--- with the limit (and with denied traffic on count_denied rules). Written keys expire after
--- one window, when their newest entry expires.
+-- counts while score > now - window, i.e. it expires at score + window. Exact. After counting,
+-- the oldest members beyond a cap are removed: `limit` for a count_denied rule, LOG_CAP (the
+-- largest limit the config allows) or `limit` if larger for others (only a shadow rule can
+-- grow past its limit, by counting requests it would deny). With any cap >= limit this changes
+-- no decision or outcome (the units that count at any later time are the newest ones, and
+-- `limit` of them deny already); it stops hammering from growing the set without bound.
+-- Written keys expire after one window, when their newest entry expires.
 
 if redis.replicate_commands then
   -- Redis < 5 needs effects replication for a script that reads TIME before writing; a no-op
@@ -51,6 +55,8 @@ end
 local SLIDING_WINDOW, SLIDING_LOG = 1, 2
 -- ZADD arguments per call, so unpack never runs out of Lua stack for large costs.
 local ZADD_BATCH = 256
+-- Most members a log that is not count_denied keeps (the config's largest sliding_log limit).
+local LOG_CAP = 10000
 
 -- floor(a / b) for non-negative integers below 2^53: a / b on doubles may round up to the
 -- next integer, so correct by one either way.
@@ -230,8 +236,19 @@ local function log_count(r, v, i, now, nonce)
       args = {}
     end
   end
+  local cap = r.limit
+  if not r.count_denied then
+    cap = math.max(r.limit, LOG_CAP)
+  end
+  local over = v.usage + r.cost - cap
+  if over > 0 then
+    -- Rank 0 is the oldest (lowest score); members are unique, so exactly `over` go.
+    redis.call('ZREMRANGEBYRANK', r.key, 0, int(over - 1))
+    v.usage = cap
+  else
+    v.usage = v.usage + r.cost
+  end
   redis.call('PEXPIRE', r.key, int(r.window))
-  v.usage = v.usage + r.cost
 end
 
 -- Score of the entry at 0-based rank `rank` (oldest first), or nil.
