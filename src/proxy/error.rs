@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
+use super::canonical::PathError;
 use super::router::MethodSet;
 use crate::auth::AuthFailure;
 use crate::observe::RequestId;
@@ -33,6 +34,8 @@ pub enum GatewayError {
     RateLimiterUnavailable,
     /// Authentication failed; the challenge goes into `WWW-Authenticate`.
     Auth(AuthFailure, Option<&'static str>),
+    /// The request path is ambiguous (see `canonical`): refused before routing.
+    InvalidPath(PathError),
 }
 
 impl GatewayError {
@@ -49,6 +52,7 @@ impl GatewayError {
             GatewayError::Auth(f, _) => f.status(),
             GatewayError::RateLimited(_) => 429,
             GatewayError::RateLimiterUnavailable => 503,
+            GatewayError::InvalidPath(_) => 400,
         }
     }
 
@@ -66,6 +70,7 @@ impl GatewayError {
             GatewayError::Auth(f, _) => f.code(),
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
+            GatewayError::InvalidPath(_) => "invalid_path",
         }
     }
 
@@ -87,6 +92,7 @@ impl GatewayError {
             GatewayError::RateLimiterUnavailable => {
                 "rate limits cannot be checked right now; retry later"
             }
+            GatewayError::InvalidPath(e) => e.message(),
         }
     }
 

@@ -191,3 +191,4 @@ pub fn local_hits(gw: &Gateway) -> f64 {
     )
     .unwrap_or(0.0)
 }
+pub mod normalizing;
