@@ -828,6 +828,59 @@ mod tests {
         );
     }
 
+    fn routes(extra: &str) -> Vec<RouteConfig> {
+        let toml = format!(
+            "[[upstreams]]\nname = \"u\"\npeers = [{{ addr = \"127.0.0.1:1\" }}]\n\
+             [[routes]]\nname = \"secure\"\npath = \"/secure\"\nupstream = \"u\"\n\
+             [[routes]]\nname = \"files\"\npath = \"/files\"\nupstream = \"u\"\n{extra}\n\
+             [[routes]]\nname = \"root\"\npath = \"/\"\nupstream = \"u\"\n"
+        );
+        crate::config::parse(&toml)
+            .expect("test config parses")
+            .routes
+    }
+
+    #[test]
+    fn encoded_slash_needs_the_route_option_and_the_same_route_when_decoded() {
+        let check = |routes: &[RouteConfig], path: &str| {
+            let router = Router::build(routes);
+            let found = router.find("h", path, "GET");
+            check_encoded_slashes(&router, routes, found, ("h", path, "GET"), MERGE)
+        };
+        let closed = routes("");
+        assert!(!closed[1].allow_encoded_slashes, "off by default");
+        assert_eq!(check(&closed, "/files/a%2Fb"), Err(PathError::EncodedSlash));
+        let open = routes("allow_encoded_slashes = true");
+        assert!(matches!(
+            check(&open, "/files/a%2Fb"),
+            Ok(RouteMatch::Found { route: 1, .. })
+        ));
+        assert!(matches!(
+            check(&open, "/files/a%2F%2Fb%2F"),
+            Ok(RouteMatch::Found { route: 1, .. })
+        ));
+        for (path, expected) in [
+            ("/files/..%2Fsecure", PathError::AmbiguousEncodedSlash),
+            ("/files/%2F..%2Fsecure/x", PathError::AmbiguousEncodedSlash),
+            ("/files/..%2F..%2Fx", PathError::AboveRoot),
+            ("/%2Ffiles/a", PathError::EncodedSlash),
+        ] {
+            assert_eq!(check(&open, path), Err(expected), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn merge_slashes_is_on_unless_the_server_section_turns_it_off() {
+        let base = "[[upstreams]]\nname = \"u\"\npeers = [{ addr = \"127.0.0.1:1\" }]\n";
+        let default = crate::config::parse(base).expect("parses");
+        assert!(default.server.merge_slashes);
+        let off = crate::config::parse(&format!("[server]\nmerge_slashes = false\n{base}"))
+            .expect("parses");
+        assert!(!off.server.merge_slashes);
+        let wrong = crate::config::parse(&format!("[server]\nmerge_slashes = \"no\"\n{base}"));
+        assert!(wrong.is_err_and(|e| e.contains("merge_slashes") || e.contains("bool")));
+    }
+
     #[test]
     fn error_messages_are_plain_ascii_without_quotes() {
         use PathError::*;
