@@ -7,10 +7,13 @@
 
 mod support;
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+
 use support::config::{route, upstream_addrs, PREAMBLE};
 use support::normalizing::{resolve_path, NormalizingUpstream, Resolved};
 use support::raw::{self, RawResponse};
-use support::{assert_error, Gateway};
+use support::{assert_error, free_port, Gateway};
 
 /// The config-declared API key of consumer `alice` (given to the gateway as `PATH_TEST_KEY`).
 const KEY: &str = "path-test-key-5d1e9a7c3b";
@@ -326,4 +329,77 @@ fn merge_slashes_off_keeps_repeated_slashes_but_still_removes_dots() {
         400,
         "invalid_path",
     );
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 into `dir`; returns (cert, key) paths.
+fn self_signed(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the openssl command is needed for this test (Debian package openssl)");
+    assert!(status.success(), "openssl req failed");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    (text(&cert), text(&key))
+}
+
+/// `curl --http2 --path-as-is` (so curl sends the path unchanged); (status, body).
+fn curl_h2(url: &str, ca: &str, headers: &[&str]) -> (String, String) {
+    let mut command = Command::new("curl");
+    command.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "--http2",
+        "--path-as-is",
+        "--cacert",
+        ca,
+    ]);
+    for h in headers {
+        command.args(["-H", h]);
+    }
+    let out = command
+        .args(["-w", "\n%{http_version} %{http_code}", url])
+        .output()
+        .expect("the curl command is needed for this test (Debian package curl)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().to_string(), body.to_string())
+}
+
+#[test]
+fn http2_requests_are_routed_and_forwarded_on_the_canonical_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = self_signed(dir.path());
+    let svc = NormalizingUpstream::spawn();
+    let tls_addr = format!("127.0.0.1:{}", free_port());
+    let preamble = format!(
+        "{PREAMBLE}\n[server.tls]\nlisten = \"{tls_addr}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+    );
+    let _gw = start(&preamble, &svc);
+    let url = format!("https://{tls_addr}/x/%2e%2e/secure/%61?q=%2e%2e");
+    assert_eq!(curl_h2(&url, &cert, &[]).0, "2 401", "HTTP/2 without a key");
+    assert!(svc.requests().is_empty(), "{:?}", svc.requests());
+    let key_header = format!("x-api-key: {KEY}");
+    let (status, body) = curl_h2(&url, &cert, &[&key_header]);
+    assert_eq!(status, "2 200", "{body}");
+    let got = svc.requests().pop().expect("the upstream got the request");
+    assert_eq!(
+        (got.path.as_str(), got.query.as_deref()),
+        ("/secure/a", Some("q=%2e%2e"))
+    );
+    let refused = format!("https://{tls_addr}/%2e%2e/secure/a");
+    let (status, body) = curl_h2(&refused, &cert, &[&key_header]);
+    assert_eq!(status, "2 400", "{body}");
+    assert!(body.contains("\"invalid_path\""), "{body}");
 }
