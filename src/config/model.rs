@@ -364,6 +364,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<Lenient<IpNet>>,
     /// Requests whose declared `Content-Length` exceeds this get 413.
     pub max_body_size: Lenient<ByteSize>,
+    /// Merge repeated slashes of request paths before routing and proxying ("Path
+    /// normalization" in docs/config.md); off only for upstreams that give `//` a meaning.
+    pub merge_slashes: bool,
 }
 
 impl Default for ServerConfig {
@@ -377,6 +380,7 @@ impl Default for ServerConfig {
             grace_period: Lenient::new("5s"),
             trusted_proxies: Vec::new(),
             max_body_size: Lenient::new("10MiB"),
+            merge_slashes: true,
         }
     }
 }
@@ -604,6 +608,10 @@ pub struct RouteConfig {
     /// When the store cannot decide the rate limits.
     #[serde(default)]
     pub rate_limit_on_store_error: RateLimitFailure,
+    /// Accept `%2F` in request paths (kept encoded) instead of answering 400; for APIs whose
+    /// identifiers contain slashes. Risky with upstreams that decode `%2F`.
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
 }
 
 /// How a route's path is compared.

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
+use super::canonical::PathError;
 use super::router::MethodSet;
 use crate::auth::AuthFailure;
 use crate::observe::RequestId;
@@ -35,6 +36,8 @@ pub enum GatewayError {
     Auth(AuthFailure, Option<&'static str>),
     /// The client network presented too many rejected credentials; seconds until it may again.
     TooManyFailedAttempts(u64),
+    /// The request path is ambiguous (see `canonical`): refused before routing.
+    InvalidPath(PathError),
 }
 
 impl GatewayError {
@@ -51,6 +54,7 @@ impl GatewayError {
             GatewayError::Auth(f, _) => f.status(),
             GatewayError::RateLimited(_) | GatewayError::TooManyFailedAttempts(_) => 429,
             GatewayError::RateLimiterUnavailable => 503,
+            GatewayError::InvalidPath(_) => 400,
         }
     }
 
@@ -69,6 +73,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
             GatewayError::TooManyFailedAttempts(_) => "too_many_failed_attempts",
+            GatewayError::InvalidPath(_) => "invalid_path",
         }
     }
 
@@ -93,6 +98,7 @@ impl GatewayError {
             GatewayError::TooManyFailedAttempts(_) => {
                 "too many rejected credentials from this address; retry after the time in Retry-After"
             }
+            GatewayError::InvalidPath(e) => e.message(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The Pingora `ProxyHttp` implementation. Deliberately thin: each phase calls one function of
 //! the module that owns the concern, in the order of a request's path (see ARCHITECTURE.md).
 
+pub mod canonical;
 pub mod error;
 pub mod forward;
 pub mod pool;
@@ -306,6 +307,24 @@ fn set_path_and_query(
     }
 }
 
+/// Makes the request path canonical in place, then routes on it (see `canonical`).
+fn canonical_route(
+    rt: &Runtime,
+    req: &mut RequestHeader,
+) -> std::result::Result<RouteMatch, canonical::PathError> {
+    let opts = canonical::PathOptions {
+        merge_slashes: rt.config.server.merge_slashes,
+    };
+    let encoded_slash = canonical::canonicalize_request(req, opts)?;
+    let (host, path, method) = (request_host(req), req.uri.path(), req.method.as_str());
+    let found = rt.router.find(host, path, method);
+    if !encoded_slash {
+        return Ok(found);
+    }
+    let routes = &rt.config.routes;
+    canonical::check_encoded_slashes(&rt.router, routes, found, (host, path, method), opts)
+}
+
 fn hash_key_bytes<'a>(
     key: &HashKey,
     session: &'a Session,
@@ -382,19 +401,17 @@ impl ProxyHttp for Gateway {
                 (id, http::HeaderValue::from_str(id.as_str()).ok())
             }
         };
-        match rt
-            .router
-            .find(request_host(req), req.uri.path(), req.method.as_str())
-        {
-            RouteMatch::Found { route, matched_len } => {
+        match canonical_route(&rt, session.req_header_mut()) {
+            Err(e) => ctx.reject = Some(GatewayError::InvalidPath(e)),
+            Ok(RouteMatch::Found { route, matched_len }) => {
                 ctx.route = Some(route);
                 ctx.matched_len = matched_len;
-                ctx.reject = check_body_size(req, rt.max_body_size);
+                ctx.reject = check_body_size(session.req_header(), rt.max_body_size);
             }
-            RouteMatch::MethodNotAllowed(allowed) => {
+            Ok(RouteMatch::MethodNotAllowed(allowed)) => {
                 ctx.reject = Some(GatewayError::MethodNotAllowed(allowed))
             }
-            RouteMatch::NotFound => ctx.reject = Some(GatewayError::RouteNotFound),
+            Ok(RouteMatch::NotFound) => ctx.reject = Some(GatewayError::RouteNotFound),
         }
         // Pingora keeps HTTP/1.1 connections forever by default; bound idle ones.
         if session.get_keepalive() == Some(0) {

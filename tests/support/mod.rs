@@ -194,3 +194,6 @@ pub fn local_hits(gw: &Gateway) -> f64 {
 
 /// `tcp_proxy::TcpProxy`: a TCP forwarder with a black-hole switch (a path that goes silent).
 pub mod tcp_proxy;
+
+/// `normalizing`: an upstream that resolves paths the way Go, Express or Tomcat do.
+pub mod normalizing;
