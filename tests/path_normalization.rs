@@ -16,7 +16,7 @@ use support::raw::{self, RawResponse};
 use support::{assert_error, free_port, Gateway};
 
 /// The config-declared API key of consumer `alice` (given to the gateway as `PATH_TEST_KEY`).
-const KEY: &str = "path-test-key-5d1e9a7c3b";
+const KEY: &str = "pt_9fK2xQ7mLw4ZrB8vN3cYh6TdJ1sE";
 
 /// `/secure` needs a key; `/` is public; `/strip` strips its prefix; `/files` allows `%2F`.
 fn template(preamble: &str, svc: &NormalizingUpstream) -> String {
