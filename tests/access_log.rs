@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::config::{route, upstream};
+use support::config::{route, upstream, Preamble};
 use support::{eventually, Client, Gateway, Upstream};
 
 const SECRETS: [&str; 7] = [
@@ -21,23 +21,14 @@ const SECRETS: [&str; 7] = [
 
 /// A gateway config whose access log goes to `destination` ("stdout" or a path).
 fn config(destination: &str, svc: &Upstream) -> String {
-    let preamble = format!(
-        r#"
-[server]
-listen = ["${{PROXY_ADDR}}"]
-threads = 1
-grace_period = "1s"
-
-[admin]
-listen = "${{ADMIN_ADDR}}"
-
-[log]
-access_log = "{destination}"
-log_headers = ["user-agent", "authorization", "x-api-key", "cookie", "x-internal-secret"]
+    let preamble = Preamble::new()
+        .access_log(destination)
+        .log_extra(
+            r#"log_headers = ["user-agent", "authorization", "x-api-key", "cookie", "x-internal-secret"]
 sensitive_headers = ["x-internal-secret"]
-sensitive_query_params = ["signature", "token"]
-"#
-    );
+sensitive_query_params = ["signature", "token"]"#,
+        )
+        .render();
     [
         preamble,
         upstream("svc", &[svc], ""),

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::config::{route, upstream, PREAMBLE};
+use support::config::{route, upstream, Preamble, PREAMBLE};
 use support::gateway::run_to_exit;
 use support::{eventually, free_port, metric, peer_health, Client, Gateway, Upstream};
 
@@ -122,10 +122,7 @@ fn metrics_count_requests_by_route_method_and_status() {
 #[test]
 fn reload_without_a_token_is_401() {
     let svc = Upstream::spawn("svc");
-    let preamble = PREAMBLE.replace(
-        "listen = \"${ADMIN_ADDR}\"",
-        "listen = \"${ADMIN_ADDR}\"\ntoken_env = \"ADMIN_TEST_TOKEN\"",
-    );
+    let preamble = Preamble::new().admin_token_env("ADMIN_TEST_TOKEN").render();
     let config = [
         preamble,
         upstream("svc", &[&svc], ""),

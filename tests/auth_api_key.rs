@@ -7,11 +7,11 @@ mod support;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::config::{route, upstream};
+use support::config::{route, store, upstream, Preamble};
 use support::gateway::{run_to_exit, GatewayBuilder};
 use support::raw;
+use support::{admin_json, auth_decisions as decisions, local_hits, timed, unix_now};
 use support::{assert_error, eventually, metric, Client, Gateway, Redis, Response, Upstream};
-use support::{auth_decisions as decisions, local_hits, timed, unix_now};
 
 /// Bearer token of the admin API (given to the gateway as `ADMIN_TOKEN`).
 const ADMIN_TOKEN: &str = "admin-token-7f3c9e1d5b2a4c68";
@@ -24,20 +24,13 @@ const PROPAGATION_TARGET: Duration = Duration::from_millis(100);
 
 /// `[server]`, `[admin]` with a token, and `[log]`; `${ACCESS_LOG}` is "off" or "stdout".
 /// The access log is asked for the credential headers on purpose: redaction must still hold.
-const BASE: &str = r#"
-[server]
-listen = ["${PROXY_ADDR}"]
-threads = 1
-grace_period = "1s"
-
-[admin]
-listen = "${ADMIN_ADDR}"
-token_env = "ADMIN_TOKEN"
-
-[log]
-access_log = "${ACCESS_LOG}"
-log_headers = ["user-agent", "x-api-key", "authorization"]
-"#;
+fn base() -> String {
+    Preamble::new()
+        .admin_token_env("ADMIN_TOKEN")
+        .access_log("${ACCESS_LOG}")
+        .log_extra(r#"log_headers = ["user-agent", "x-api-key", "authorization"]"#)
+        .render()
+}
 
 /// A config with `[store]` on `redis` (in-process when `None`), `[auth.api_key]` plus
 /// `api_key_extra` lines, and these routes to `svc`:
@@ -49,7 +42,7 @@ log_headers = ["user-agent", "x-api-key", "authorization"]
 /// - `/public`: no authentication.
 fn template(svc: &Upstream, redis: Option<&Redis>, api_key_extra: &str) -> String {
     let store = match redis {
-        Some(r) => format!("\n[store]\nurl = \"{}\"\nprefix = \"{PREFIX}\"\n", r.url()),
+        Some(r) => store(&r.url(), PREFIX, ""),
         None => String::new(),
     };
     let auth = format!(
@@ -57,7 +50,7 @@ fn template(svc: &Upstream, redis: Option<&Redis>, api_key_extra: &str) -> Strin
          hash_secret_env = \"KEY_PEPPER\"\n{api_key_extra}\n"
     );
     [
-        BASE.to_string(),
+        base(),
         store,
         auth,
         upstream("svc", &[svc], ""),
@@ -92,17 +85,8 @@ fn node(template: &str, access_log: &str) -> GatewayBuilder {
 
 /// An admin API request with the bearer token (and a JSON body when given).
 fn admin(client: &Client, gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> Response {
-    let authorization = format!("Bearer {ADMIN_TOKEN}");
     let body = body.map(|b| b.to_string());
-    client.send(
-        method,
-        &gw.admin_url(path),
-        &[
-            ("authorization", &authorization),
-            ("content-type", "application/json"),
-        ],
-        body.as_deref().map(str::as_bytes),
-    )
+    admin_json(client, gw, ADMIN_TOKEN, method, path, body.as_deref())
 }
 
 /// Creates a key with `POST /keys` on `gw`; returns the key and its record.

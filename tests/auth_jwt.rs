@@ -14,12 +14,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
-use support::config::{route, upstream};
+use support::config::{route, store, upstream, Preamble};
 use support::gateway::GatewayBuilder;
 use support::jwks::{b64, jwks_document, sign, sign_raw, JwksServer, RsaKey};
 use support::raw;
+use support::{admin_json, auth_decisions as decisions, local_hits, timed, unix_now, wait_fetches};
 use support::{assert_error, eventually, Client, Gateway, Redis, Response, Upstream};
-use support::{auth_decisions as decisions, local_hits, timed, unix_now};
 
 /// Bearer token of the admin API (given to the gateway as `ADMIN_TOKEN`).
 const ADMIN_TOKEN: &str = "admin-token-3b9d0f6a2c1e4857";
@@ -40,20 +40,13 @@ const OUTAGE_TARGET: Duration = Duration::from_millis(500);
 
 /// `[server]`, `[admin]` with a token, and `[log]`; `${ACCESS_LOG}` is "off" or "stdout".
 /// The access log is asked for the credential header on purpose: redaction must still hold.
-const BASE: &str = r#"
-[server]
-listen = ["${PROXY_ADDR}"]
-threads = 1
-grace_period = "1s"
-
-[admin]
-listen = "${ADMIN_ADDR}"
-token_env = "ADMIN_TOKEN"
-
-[log]
-access_log = "${ACCESS_LOG}"
-log_headers = ["user-agent", "authorization", "x-user-email"]
-"#;
+fn base() -> String {
+    Preamble::new()
+        .admin_token_env("ADMIN_TOKEN")
+        .access_log("${ACCESS_LOG}")
+        .log_extra(r#"log_headers = ["user-agent", "authorization", "x-user-email"]"#)
+        .render()
+}
 
 /// What a test's gateway has beyond the JWT settings every config shares.
 #[derive(Default)]
@@ -76,12 +69,9 @@ struct Setup<'a> {
 /// - `/public`: no authentication;
 /// - `/either`: an API key or a JWT (with `Setup::api_key`).
 fn template(svc: &Upstream, setup: &Setup) -> String {
-    let mut parts = vec![BASE.to_string()];
+    let mut parts = vec![base()];
     if let Some(redis) = setup.redis {
-        parts.push(format!(
-            "\n[store]\nurl = \"{}\"\nprefix = \"{PREFIX}\"\n",
-            redis.url()
-        ));
+        parts.push(store(&redis.url(), PREFIX, ""));
     }
     let mut jwt = format!(
         "\n[auth.jwt]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nleeway = \"60s\"\n\
@@ -246,24 +236,14 @@ fn assert_invalid_token(response: &Response, what: &str, description: &str) {
 
 /// An admin API request with the bearer token and a JSON body.
 fn admin_post(client: &Client, gw: &Gateway, path: &str, body: &Value) -> Response {
-    let authorization = format!("Bearer {ADMIN_TOKEN}");
-    client.post(
-        &gw.admin_url(path),
-        &[
-            ("authorization", &authorization),
-            ("content-type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
+    admin_json(
+        client,
+        gw,
+        ADMIN_TOKEN,
+        "POST",
+        path,
+        Some(&body.to_string()),
     )
-}
-
-/// Waits until `server` has answered at least `n` requests.
-fn wait_fetches(server: &JwksServer, n: usize) {
-    assert!(
-        eventually(Duration::from_secs(5), || server.requests() >= n),
-        "the JWKS server got {} requests, want {n}",
-        server.requests()
-    );
 }
 
 // === Tests ===

@@ -11,37 +11,19 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::config::{route, upstream};
+use support::config::{route, store, upstream, Preamble};
 use support::gateway::run_to_exit;
-use support::{assert_error, metric, Client, Gateway, Redis, Response, Upstream};
+use support::{admin_json, assert_error, metric, Client, Gateway, Redis, Response, Upstream};
 
 const ADMIN_TOKEN: &str = "admin-token-bounded-6e1f0a2b9c8d";
 const PREFIX: &str = "bounded:";
 
 /// `[server]`, `[admin]` with a token, `[log]` off; `listen` extra addresses after the proxy's.
 fn base(extra_listen: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = ["${{PROXY_ADDR}}"{extra_listen}]
-threads = 1
-grace_period = "1s"
-
-[admin]
-listen = "${{ADMIN_ADDR}}"
-token_env = "ADMIN_TOKEN"
-
-[log]
-access_log = "off"
-"#
-    )
-}
-
-fn store(redis: &Redis) -> String {
-    format!(
-        "\n[store]\nurl = \"{}\"\nprefix = \"{PREFIX}\"\n",
-        redis.url()
-    )
+    Preamble::new()
+        .extra_listen(extra_listen)
+        .admin_token_env("ADMIN_TOKEN")
+        .render()
 }
 
 fn start(template: &str) -> Gateway {
@@ -51,14 +33,7 @@ fn start(template: &str) -> Gateway {
 }
 
 fn admin_post(client: &Client, gw: &Gateway, path: &str, body: &str) -> Response {
-    client.post(
-        &gw.admin_url(path),
-        &[
-            ("Authorization", &format!("Bearer {ADMIN_TOKEN}")),
-            ("Content-Type", "application/json"),
-        ],
-        body.as_bytes(),
-    )
+    admin_json(client, gw, ADMIN_TOKEN, "POST", path, Some(body))
 }
 
 fn metric_or_zero(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -140,7 +115,7 @@ fn a_hammered_count_denied_sliding_log_never_holds_more_than_limit_members() {
     let svc = Upstream::spawn("svc");
     let template = [
         base(""),
-        store(&redis),
+        store(&redis.url(), PREFIX, ""),
         upstream("svc", &[&svc], ""),
         route(
             "strict",
@@ -245,7 +220,7 @@ fn an_ipv6_client_is_counted_by_its_64_network() {
     let port = free_v6_port();
     let template = [
         base(&format!(", \"[::1]:{port}\"")),
-        store(&redis),
+        store(&redis.url(), PREFIX, ""),
         upstream("svc", &[&svc], ""),
         route(
             "by-ip",
@@ -279,7 +254,7 @@ fn a_flood_of_random_api_keys_stops_reaching_redis_once_over_the_failed_auth_lim
     let svc = Upstream::spawn("svc");
     let template = [
         base(""),
-        store(&redis),
+        store(&redis.url(), PREFIX, ""),
         "\n[auth.api_key]\nheader = \"x-api-key\"\n".to_string(),
         "\n[rate_limit.failed_auth]\nlimit = 10\nwindow = \"1h\"\n".to_string(),
         upstream("svc", &[&svc], ""),

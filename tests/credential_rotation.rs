@@ -13,38 +13,24 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
-use support::config::{route, upstream};
+use support::config::{route, upstream, Preamble};
 use support::gateway::GatewayBuilder;
 use support::jwks::{jwks_document, sign, JwksServer, RsaKey};
-use support::{assert_error, dead_addr, eventually, local_hits, unix_now};
+use support::{assert_error, dead_addr, eventually, local_hits, unix_now, wait_fetches};
 use support::{Client, Gateway, Response, Upstream};
 
 /// Bearer token of the admin API (given to the gateway as `ADMIN_TOKEN`).
 const ADMIN_TOKEN: &str = "rotation-admin-token-7f3a91c2";
 
 /// `[server]`, `[admin]` with a token, `[log]` with the access log off.
-const BASE: &str = r#"
-[server]
-listen = ["${PROXY_ADDR}"]
-threads = 1
-grace_period = "1s"
+fn base() -> String {
+    Preamble::new().admin_token_env("ADMIN_TOKEN").render()
+}
 
-[admin]
-listen = "${ADMIN_ADDR}"
-token_env = "ADMIN_TOKEN"
-
-[log]
-access_log = "off"
-"#;
-
-/// `BASE`, `auth` (the `[auth.*]` sections) and the routes `/keyed` (API key), `/jwt` (JWT)
+/// `base()`, `auth` (the `[auth.*]` sections) and the routes `/keyed` (API key), `/jwt` (JWT)
 /// and `/public` to `svc`; `extra_route` adds one more public route (to vary a config).
 fn config(svc: &Upstream, auth: &str, extra_route: bool) -> String {
-    let mut parts = vec![
-        BASE.to_string(),
-        auth.to_string(),
-        upstream("svc", &[svc], ""),
-    ];
+    let mut parts = vec![base(), auth.to_string(), upstream("svc", &[svc], "")];
     if auth.contains("[auth.api_key]") {
         parts.push(route(
             "keyed",
@@ -132,15 +118,6 @@ fn assert_consumer(response: &Response, consumer: &str, what: &str) {
         response.echo().header("x-consumer-id"),
         Some(consumer),
         "{what}"
-    );
-}
-
-/// Waits until `server` has answered at least `n` requests.
-fn wait_fetches(server: &JwksServer, n: usize) {
-    assert!(
-        eventually(Duration::from_secs(5), || server.requests() >= n),
-        "the JWKS server got {} requests, want {n}",
-        server.requests()
     );
 }
 

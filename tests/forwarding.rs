@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
-use support::config::{route, upstream, PREAMBLE};
+use support::config::{route, upstream, Preamble};
 use support::jwks::sign;
 use support::{assert_error, eventually, unix_now, Client, Echo, Gateway, Response, Upstream};
 
@@ -53,17 +53,12 @@ const UNDERSCORED: [(&str, &str); 3] = [
     ("X-Forwarded_Proto", "https"),
 ];
 
-/// `PREAMBLE` with `server_extra` lines in `[server]` and the access log on stdout if `log`.
+/// The preamble with `server_extra` lines in `[server]` and the access log on stdout if `log`.
 fn preamble(server_extra: &str, log: bool) -> String {
-    let p = PREAMBLE.replace(
-        "grace_period = \"1s\"",
-        &format!("grace_period = \"1s\"\n{server_extra}"),
-    );
-    if log {
-        p.replace("access_log = \"off\"", "access_log = \"stdout\"")
-    } else {
-        p
-    }
+    Preamble::new()
+        .server_extra(server_extra)
+        .access_log(if log { "stdout" } else { "off" })
+        .render()
 }
 
 /// A gateway with `server_extra` in `[server]` and one route `/` to `svc`.

@@ -5,6 +5,7 @@ mod support;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use support::config::{store, Preamble, PREAMBLE};
 use support::{raw, Client, Redis, Upstream};
 
 #[test]
@@ -147,4 +148,64 @@ fn metrics_parser_reads_names_labels_and_values() {
         None
     );
     assert_eq!(support::peer_health(text, "u", 4000), Some(1.0));
+}
+
+#[test]
+fn preamble_builder_defaults_render_the_shared_preamble() {
+    assert_eq!(Preamble::new().render(), PREAMBLE);
+}
+
+#[test]
+fn preamble_builder_puts_each_variation_in_its_section() {
+    // What tests/auth_api_key.rs wrote out by hand before it used the builder.
+    let auth_api_key_base = r#"
+[server]
+listen = ["${PROXY_ADDR}"]
+threads = 1
+grace_period = "1s"
+
+[admin]
+listen = "${ADMIN_ADDR}"
+token_env = "ADMIN_TOKEN"
+
+[log]
+access_log = "${ACCESS_LOG}"
+log_headers = ["user-agent", "x-api-key", "authorization"]
+"#;
+    assert_eq!(
+        Preamble::new()
+            .admin_token_env("ADMIN_TOKEN")
+            .access_log("${ACCESS_LOG}")
+            .log_extra(r#"log_headers = ["user-agent", "x-api-key", "authorization"]"#)
+            .render(),
+        auth_api_key_base
+    );
+
+    let every_variation = Preamble::new()
+        .extra_listen(", \"[::1]:8081\"")
+        .grace_period("3s")
+        .server_extra("keepalive_timeout = \"1s\"\nmax_body_size = \"1KiB\"\n")
+        .admin_token_env("TOKEN")
+        .access_log("stdout")
+        .log_extra("sensitive_headers = [\"x-secret\"]")
+        .render();
+    assert_eq!(
+        every_variation,
+        "\n[server]\nlisten = [\"${PROXY_ADDR}\", \"[::1]:8081\"]\nthreads = 1\ngrace_period = \"3s\"\n\
+         keepalive_timeout = \"1s\"\nmax_body_size = \"1KiB\"\n\
+         \n[admin]\nlisten = \"${ADMIN_ADDR}\"\ntoken_env = \"TOKEN\"\n\
+         \n[log]\naccess_log = \"stdout\"\nsensitive_headers = [\"x-secret\"]\n"
+    );
+}
+
+#[test]
+fn store_section_names_url_prefix_and_extra_lines() {
+    assert_eq!(
+        store("redis://127.0.0.1:6379", "t:", ""),
+        "\n[store]\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"t:\"\n"
+    );
+    assert_eq!(
+        store("redis://127.0.0.1:6379", "t:", "operation_timeout = \"250ms\""),
+        "\n[store]\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"t:\"\noperation_timeout = \"250ms\"\n"
+    );
 }

@@ -6,13 +6,12 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::config::{route, upstream, PREAMBLE};
+use support::config::{route, upstream, Preamble};
 use support::{eventually, Client, Gateway, RawConn, Upstream};
 
-fn config(server_extra: &str, svc: &Upstream) -> String {
-    let preamble = PREAMBLE.replace("grace_period = \"1s\"\n", server_extra);
+fn config(preamble: Preamble, svc: &Upstream) -> String {
     [
-        preamble,
+        preamble.render(),
         upstream("svc", &[svc], ""),
         route("main", "svc", ""),
     ]
@@ -24,7 +23,7 @@ const GET: &[u8] = b"GET /ka HTTP/1.1\r\nHost: svc.example.com\r\n\r\n";
 #[test]
 fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     let svc = Upstream::spawn("svc");
-    let gw = Gateway::start(&config("grace_period = \"3s\"\n", &svc));
+    let gw = Gateway::start(&config(Preamble::new().grace_period("3s"), &svc));
 
     let url = gw.url("/slow");
     let in_flight = thread::spawn(move || {
@@ -60,7 +59,7 @@ fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
 #[test]
 fn sigterm_stops_accepting_new_connections() {
     let svc = Upstream::spawn("svc");
-    let gw = Gateway::start(&config("grace_period = \"3s\"\n", &svc));
+    let gw = Gateway::start(&config(Preamble::new().grace_period("3s"), &svc));
 
     // Keep a request in flight so the process is still inside its grace period.
     let url = gw.url("/slow");
@@ -98,7 +97,7 @@ fn sigterm_stops_accepting_new_connections() {
 #[test]
 fn sigterm_with_no_traffic_exits_0() {
     let svc = Upstream::spawn("svc");
-    let gw = Gateway::start(&config("grace_period = \"1s\"\n", &svc));
+    let gw = Gateway::start(&config(Preamble::new(), &svc));
     let start = Instant::now();
     gw.sigterm();
     let status = gw.wait_exit(Duration::from_secs(10));
@@ -116,7 +115,7 @@ fn sigterm_with_no_traffic_exits_0() {
 fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
     let svc = Upstream::spawn("svc");
     let gw = Gateway::start(&config(
-        "grace_period = \"1s\"\nkeepalive_timeout = \"1s\"\n",
+        Preamble::new().server_extra("keepalive_timeout = \"1s\""),
         &svc,
     ));
 
@@ -149,7 +148,7 @@ fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
 fn busy_keepalive_connection_stays_open_past_keepalive_timeout() {
     let svc = Upstream::spawn("svc");
     let gw = Gateway::start(&config(
-        "grace_period = \"1s\"\nkeepalive_timeout = \"1s\"\n",
+        Preamble::new().server_extra("keepalive_timeout = \"1s\""),
         &svc,
     ));
 

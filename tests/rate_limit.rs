@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::config::{route, upstream};
+use support::config::{route, store, upstream, Preamble};
 use support::gateway::GatewayBuilder;
 use support::redis::Reply;
 use support::{
@@ -32,19 +32,9 @@ const PREFIX: &str = "rltest:";
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// `[server]`, `[admin]` with a token (for `POST /reload` and `/keys`), `[log]` off.
-const BASE: &str = r#"
-[server]
-listen = ["${PROXY_ADDR}"]
-threads = 1
-grace_period = "1s"
-
-[admin]
-listen = "${ADMIN_ADDR}"
-token_env = "ADMIN_TOKEN"
-
-[log]
-access_log = "off"
-"#;
+fn base() -> String {
+    Preamble::new().admin_token_env("ADMIN_TOKEN").render()
+}
 
 // === config ===
 
@@ -62,14 +52,9 @@ fn template_with_store(
     svc: &Upstream,
     routes: &[String],
 ) -> String {
-    let store = redis.map_or_else(String::new, |r| {
-        format!(
-            "\n[store]\nurl = \"{}\"\nprefix = \"{PREFIX}\"\n{store_extra}\n",
-            r.url()
-        )
-    });
+    let store = redis.map_or_else(String::new, |r| store(&r.url(), PREFIX, store_extra));
     let mut parts = vec![
-        BASE.to_string(),
+        base(),
         store,
         sections.to_string(),
         upstream("svc", &[svc], ""),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::config::{route, upstream, PREAMBLE};
+use support::config::{route, upstream, Preamble};
 use support::{eventually, metric, Client, Gateway, Response, Upstream};
 
 const TOKEN_ENV: &str = "PORTCULLIS_TEST_ADMIN_TOKEN";
@@ -16,10 +16,7 @@ const TOKEN: &str = "reload-test-token-42";
 
 /// A config with upstreams "blue" and "green" whose one route sends everything to `target`.
 fn config(target: &str, blue: &Upstream, green: &Upstream) -> String {
-    let preamble = PREAMBLE.replace(
-        "listen = \"${ADMIN_ADDR}\"",
-        &format!("listen = \"${{ADMIN_ADDR}}\"\ntoken_env = \"{TOKEN_ENV}\""),
-    );
+    let preamble = Preamble::new().admin_token_env(TOKEN_ENV).render();
     [
         preamble,
         upstream("blue", &[blue], ""),

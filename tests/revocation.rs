@@ -15,10 +15,10 @@ use portcullis::auth::{KeyHasher, KeyStore, NewKey};
 use portcullis::config::StoreConfig;
 use portcullis::store::{EntryRevocation, Invalidation, Store};
 use serde_json::{json, Value};
-use support::config::{route, upstream};
+use support::config::{route, store, upstream, Preamble};
 use support::gateway::GatewayBuilder;
 use support::tcp_proxy::TcpProxy;
-use support::{assert_error, eventually, local_hits, timed, unix_now};
+use support::{admin_json, assert_error, eventually, local_hits, timed, unix_now};
 use support::{Client, Gateway, Redis, Response, Upstream};
 
 /// Bearer token of the admin API (given to the gateway as `ADMIN_TOKEN`).
@@ -38,30 +38,9 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(6);
 /// A two-route config on the Redis at `store_url`: `/keyed` needs an API key, `/public` none.
 fn template(svc: &Upstream, store_url: &str) -> String {
     [
-        format!(
-            r#"
-[server]
-listen = ["${{PROXY_ADDR}}"]
-threads = 1
-grace_period = "1s"
-
-[admin]
-listen = "${{ADMIN_ADDR}}"
-token_env = "ADMIN_TOKEN"
-
-[log]
-access_log = "off"
-
-[store]
-url = "{store_url}"
-prefix = "{PREFIX}"
-operation_timeout = "250ms"
-
-[auth.api_key]
-header = "x-api-key"
-hash_secret_env = "KEY_PEPPER"
-"#
-        ),
+        Preamble::new().admin_token_env("ADMIN_TOKEN").render(),
+        store(store_url, PREFIX, "operation_timeout = \"250ms\""),
+        "\n[auth.api_key]\nheader = \"x-api-key\"\nhash_secret_env = \"KEY_PEPPER\"\n".to_string(),
         upstream("svc", &[svc], ""),
         route("keyed", "svc", "path = \"/keyed\"\nauth = [\"api_key\"]"),
         route("public", "svc", "path = \"/public\""),
@@ -78,17 +57,8 @@ fn node(template: &str) -> GatewayBuilder {
 
 /// An admin API request with the bearer token (and a JSON body when given).
 fn admin(client: &Client, gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> Response {
-    let authorization = format!("Bearer {ADMIN_TOKEN}");
     let body = body.map(|b| b.to_string());
-    client.send(
-        method,
-        &gw.admin_url(path),
-        &[
-            ("authorization", &authorization),
-            ("content-type", "application/json"),
-        ],
-        body.as_deref().map(str::as_bytes),
-    )
+    admin_json(client, gw, ADMIN_TOKEN, method, path, body.as_deref())
 }
 
 /// Creates a key for `consumer` on `gw`; returns the key and its id.

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::config::{route, upstream, PREAMBLE};
+use support::config::{route, upstream, Preamble, PREAMBLE};
 use support::{assert_error, raw, Client, Gateway, Response, Upstream};
 
 /// Sends `GET path` with `Host: host` through the gateway.
@@ -506,10 +506,9 @@ fn forwarded_headers_replace_what_an_untrusted_client_sent() {
 #[test]
 fn trusted_proxy_xff_is_appended_to() {
     let svc = Upstream::spawn("svc");
-    let preamble = PREAMBLE.replace(
-        "grace_period = \"1s\"",
-        "grace_period = \"1s\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
-    );
+    let preamble = Preamble::new()
+        .server_extra("trusted_proxies = [\"127.0.0.1/32\"]")
+        .render();
     let config = [
         preamble,
         upstream("svc", &[&svc], ""),
@@ -625,10 +624,9 @@ fn non_websocket_upgrade_header_is_not_forwarded() {
 #[test]
 fn declared_body_over_max_body_size_gets_413_json() {
     let svc = Upstream::spawn("svc");
-    let preamble = PREAMBLE.replace(
-        "grace_period = \"1s\"",
-        "grace_period = \"1s\"\nmax_body_size = \"1KiB\"",
-    );
+    let preamble = Preamble::new()
+        .server_extra("max_body_size = \"1KiB\"")
+        .render();
     let config = [
         preamble,
         upstream("svc", &[&svc], ""),
@@ -656,10 +654,9 @@ fn declared_body_over_max_body_size_gets_413_json() {
 #[test]
 fn chunked_body_growing_over_max_body_size_gets_413_json() {
     let svc = Upstream::spawn("svc");
-    let preamble = PREAMBLE.replace(
-        "grace_period = \"1s\"",
-        "grace_period = \"1s\"\nmax_body_size = \"1KiB\"",
-    );
+    let preamble = Preamble::new()
+        .server_extra("max_body_size = \"1KiB\"")
+        .render();
     let config = [
         preamble,
         upstream("svc", &[&svc], ""),

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::config::{route, upstream, upstream_addrs};
+use support::config::{route, upstream, upstream_addrs, Preamble};
 use support::gateway::run_to_exit;
 use support::{dead_addr, eventually, Client, Gateway, Redis, Upstream};
 
@@ -126,25 +126,13 @@ impl Credentials {
 /// - `/dead` to a peer where nothing listens;
 /// - `/keyed`, which needs an API key.
 fn config(access_log: &str, svc: &Upstream) -> String {
-    let preamble = format!(
-        r#"
-[server]
-listen = ["${{PROXY_ADDR}}"]
-threads = 1
-grace_period = "1s"
-
-[admin]
-listen = "${{ADMIN_ADDR}}"
-
-[log]
-access_log = "{access_log}"
-log_headers = ["user-agent", "authorization", "x-api-key", "x-custom-key", "cookie", "proxy-authorization"]
-
-[auth.api_key]
-header = "X-Custom-Key"
-query_param = "key"
-"#
-    );
+    let preamble = Preamble::new()
+        .access_log(access_log)
+        .log_extra(
+            r#"log_headers = ["user-agent", "authorization", "x-api-key", "x-custom-key", "cookie", "proxy-authorization"]"#,
+        )
+        .render()
+        + "\n[auth.api_key]\nheader = \"X-Custom-Key\"\nquery_param = \"key\"\n";
     [
         preamble,
         upstream("svc", &[svc], ""),

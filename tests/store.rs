@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::config::{route, upstream, PREAMBLE};
+use support::config::{route, upstream, Preamble};
 use support::redis::{make_certificates, ClientAuth, TlsRedis};
 use support::{eventually, Client, Gateway, Redis, Upstream};
 
@@ -16,10 +16,7 @@ const TOKEN: &str = "admin-token-for-store-tests";
 
 fn template(svc: &Upstream, redis: &Redis) -> String {
     [
-        PREAMBLE.replace(
-            "listen = \"${ADMIN_ADDR}\"",
-            "listen = \"${ADMIN_ADDR}\"\ntoken_env = \"ADMIN_TOKEN\"",
-        ),
+        Preamble::new().admin_token_env("ADMIN_TOKEN").render(),
         format!(
             "\n[store]\nurl = \"{}\"\nusername = \"portcullis\"\npassword_env = \"REDIS_PASSWORD\"\nprefix = \"acl:\"\n\n[auth.api_key]\n",
             redis.url()
@@ -141,10 +138,7 @@ const TLS_PREFIX: &str = "tls:";
 /// can take longer than 20 ms.
 fn tls_template(svc: &Upstream, redis: &TlsRedis, tls: &str) -> String {
     [
-        PREAMBLE.replace(
-            "listen = \"${ADMIN_ADDR}\"",
-            "listen = \"${ADMIN_ADDR}\"\ntoken_env = \"ADMIN_TOKEN\"",
-        ),
+        Preamble::new().admin_token_env("ADMIN_TOKEN").render(),
         format!(
             "\n[store]\nurl = \"{}\"\nprefix = \"{TLS_PREFIX}\"\n\
              operation_timeout = \"500ms\"\nconnect_timeout = \"500ms\"\n{tls}\n\n[auth.api_key]\n",

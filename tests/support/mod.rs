@@ -6,7 +6,9 @@
 //! - `redis::Redis`: a throwaway `redis-server`;
 //! - `jwks::JwksServer`: an identity provider's JWKS endpoint, with RSA keys and token signing;
 //! - `client::Client`: a ureq client that returns 4xx/5xx as responses;
-//! - `raw`: hand-written HTTP/1.1 over a `TcpStream`.
+//! - `raw`: hand-written HTTP/1.1 over a `TcpStream`;
+//! - `config`: the pieces of config templates (`Preamble`, `store`, `upstream`, `route`), so that
+//!   no test file keeps its own copy of a section.
 //!
 //! Each test binary compiles this module on its own and uses a part of it.
 #![allow(dead_code, unused_imports)]
@@ -197,3 +199,34 @@ pub mod tcp_proxy;
 
 /// `normalizing`: an upstream that resolves paths the way Go, Express or Tomcat do.
 pub mod normalizing;
+
+/// An admin API request to `gw` with `Authorization: Bearer <token>` and
+/// `Content-Type: application/json`, and `body` when given.
+pub fn admin_json(
+    client: &Client,
+    gw: &Gateway,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Response {
+    let authorization = format!("Bearer {token}");
+    client.send(
+        method,
+        &gw.admin_url(path),
+        &[
+            ("authorization", &authorization),
+            ("content-type", "application/json"),
+        ],
+        body.map(str::as_bytes),
+    )
+}
+
+/// Waits (at most 5 s) until the JWKS `server` has answered at least `n` requests.
+pub fn wait_fetches(server: &jwks::JwksServer, n: usize) {
+    assert!(
+        eventually(Duration::from_secs(5), || server.requests() >= n),
+        "the JWKS server got {} requests, want {n}",
+        server.requests()
+    );
+}
