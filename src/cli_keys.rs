@@ -37,7 +37,7 @@ pub enum KeysCommand {
 
 /// Runs a keys command against the store of the config at `path`; the text to print, or why not.
 pub fn run(path: &Path, command: KeysCommand) -> Result<String, String> {
-    let config = crate::config::load(path).map_err(|e| e.to_string())?;
+    let config = crate::runtime::load_config(path).map_err(|e| e.to_string())?;
     if config.store.is_none() {
         return Err(format!(
             "{}: has no [store]; keys of the in-process store live inside the running gateway: \

@@ -105,7 +105,7 @@ fn keys(path: &std::path::Path, command: Keys) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match portcullis::config::load(path) {
+    match portcullis::runtime::load_config(path) {
         Ok(config) => {
             println!(
                 "{}: ok: {}",

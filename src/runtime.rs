@@ -194,6 +194,12 @@ impl Runtime {
     }
 }
 
+/// Reads and validates a config file: `config`'s own checks and those of the sections whose
+/// owners judge them. Every entry point (run, reload, `check`, `keys`) loads through this.
+pub fn load_config(file: &Path) -> Result<Config, config::ConfigError> {
+    config::load_with(file, crate::auth::config_issues)
+}
+
 /// One line describing a config.
 pub fn summary(c: &Config) -> String {
     let peers: usize = c.upstreams.iter().map(|u| u.peers.len()).sum();
@@ -513,7 +519,7 @@ impl RuntimeHandle {
     }
 
     fn try_reload(&self) -> Result<Reloaded, RuntimeError> {
-        let mut config = config::load(&self.path)?;
+        let mut config = load_config(&self.path)?;
         let old = self.current.load_full();
         let needs_restart = restart_only_changes(&old.config, &config);
         keep_restart_only(&old.config, &mut config);

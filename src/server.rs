@@ -79,7 +79,8 @@ const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(2);
 
 /// Builds the server for a config file; call `run_forever` on the result.
 pub fn build(config_path: &Path) -> Result<Built, StartError> {
-    let config = crate::config::load(config_path).map_err(crate::runtime::RuntimeError::from)?;
+    let config =
+        crate::runtime::load_config(config_path).map_err(crate::runtime::RuntimeError::from)?;
     let services = services(&config)?;
     let metrics = services.metrics.clone();
     let runtime = Arc::new(RuntimeHandle::new(config_path, config, services)?);

@@ -8,9 +8,12 @@
 
 pub mod api_key;
 pub mod cache;
+mod config_check;
 pub mod jwks;
 pub mod jwt;
 pub mod principal;
+
+pub use config_check::config_issues;
 
 use std::sync::Arc;
 

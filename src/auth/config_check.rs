@@ -1,18 +1,43 @@
-//! Validation of `[auth.jwt]`: every problem, with its path.
-//!
-//! Keys are loaded with the same code the verifier uses ([`crate::auth::jwt::load_key`]), so a
-//! config that passes here builds a verifier.
+//! The checks of `[auth]` that need auth's own code: `[auth.jwt]` (keys are loaded with the
+//! same code the verifier uses, [`crate::auth::jwt::load_key`], so a config that passes here
+//! builds a verifier) and the ids of config-declared API keys. `config` validates the rest of
+//! the file and imports nothing of ours; [`config_issues`] is handed to `config::load_with`.
 
 use std::collections::HashMap;
 
 use jsonwebtoken::AlgorithmFamily;
 
+use crate::auth::api_key::valid_key_id;
 use crate::auth::jwt::{claim_header, load_key, supported_algorithm};
 use crate::config::strength::MIN_HMAC_SECRET_BYTES;
-use crate::config::{read_secret, Dur, JwtConfig, JwtKeyConfig, Lenient};
+use crate::config::{read_secret, Config, Dur, Issue, JwtConfig, JwtKeyConfig, Lenient};
+
+/// Every problem of the config's `[auth]` section that only auth can judge, with its path.
+pub fn config_issues(config: &Config) -> Vec<Issue> {
+    let auth = &config.auth;
+    let mut issues = Vec::new();
+    if let Some(k) = &auth.api_key {
+        for (i, sk) in k.keys.iter().enumerate() {
+            if !valid_key_id(&sk.id) {
+                issues.push(Issue {
+                    path: format!("auth.api_key.keys[{i}].id"),
+                    reason: "must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
+                });
+            }
+        }
+    }
+    if let Some(jwt) = &auth.jwt {
+        issues.extend(
+            check_jwt(jwt, "auth.jwt")
+                .into_iter()
+                .map(|(path, reason)| Issue { path, reason }),
+        );
+    }
+    issues
+}
 
 /// Checks `[auth.jwt]` found at `at` (e.g. `auth.jwt`); returns (path, reason) per problem.
-pub(super) fn check_jwt(cfg: &JwtConfig, at: &str) -> Vec<(String, String)> {
+pub(crate) fn check_jwt(cfg: &JwtConfig, at: &str) -> Vec<(String, String)> {
     let mut issues = Vec::new();
     let mut push = |path: String, reason: String| issues.push((path, reason));
 
