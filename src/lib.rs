@@ -24,6 +24,7 @@ pub mod auth;
 pub mod cli_keys;
 pub mod config;
 pub mod observe;
+pub mod principal;
 pub mod proxy;
 pub mod ratelimit;
 pub mod runtime;

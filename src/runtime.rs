@@ -14,9 +14,10 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::auth::jwt::JwtVerifier;
+use crate::auth::jwt::{JwtSetupError, JwtVerifier};
 use crate::auth::{
-    ApiKeySource, AuthShared, Authenticator, KeyHasher, KeyRecord, KeyStore, RouteAuth, StaticKey,
+    ApiKeySource, AuthShared, Authenticator, KeyError, KeyHasher, KeyRecord, KeyStore, RouteAuth,
+    StaticKey,
 };
 use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
 use crate::observe::{Metrics, Redactor};
@@ -113,15 +114,43 @@ pub enum RuntimeError {
     /// A secret could not be read.
     #[error(transparent)]
     Secret(#[from] crate::config::SecretError),
-    /// A rate-limit rule could not be compiled.
-    #[error("{0}")]
-    RateLimit(String),
-    /// The JWT settings could not be used.
-    #[error("auth.jwt: {0}")]
-    Jwt(String),
-    /// A config-declared API key could not be stored.
-    #[error("auth.api_key.keys: {0}")]
-    StaticKey(String),
+    /// A rate-limit rule of a route could not be compiled (validation prevents this).
+    #[error("routes[{index}].rate_limits: route {route:?}: {reason}")]
+    RateLimit {
+        /// Position of the route in `routes`.
+        index: usize,
+        /// The route's name.
+        route: String,
+        /// What is wrong with the rule, naming it (`ratelimit` reports it as text).
+        reason: String,
+    },
+    /// The JWT settings could not be used; the message names the field (`auth.jwt.…`).
+    #[error(transparent)]
+    Jwt(#[from] JwtSetupError),
+    /// A config-declared API key has no value in its env variable or file.
+    #[error("auth.api_key.keys[{index}]: key {id:?} has no value")]
+    StaticKeyValue {
+        /// Position of the key in `auth.api_key.keys`.
+        index: usize,
+        /// The key's id.
+        id: String,
+    },
+    /// `auth.api_key.header` is not a header name (validation prevents this).
+    #[error("auth.api_key.header: {source}")]
+    ApiKeyHeader {
+        /// Why the name is refused.
+        source: http::header::InvalidHeaderName,
+    },
+    /// The config-declared API keys could not be stored.
+    #[error("auth.api_key.keys: {source}")]
+    StaticKeyStore {
+        /// The store operation that failed.
+        source: KeyError,
+    },
+    /// The store did not store the config-declared API keys at once (they are only allowed
+    /// with the in-process store, which answers without waiting).
+    #[error("auth.api_key.keys: the store did not answer at once")]
+    StaticKeyPending,
     /// A route names an upstream that does not exist (validation prevents this).
     #[error("route {route:?}: no upstream named {upstream:?}")]
     UnknownUpstream {
@@ -156,7 +185,8 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .map(|r| compile_route(r, &pools, &config, services))
+            .enumerate()
+            .map(|(index, r)| compile_route(index, r, &pools, &config, services))
             .collect::<Result<Vec<_>, _>>()?;
         let router = Router::build(&config.routes);
         let auth = compile_auth(&config, &services.auth, previous)?;
@@ -247,10 +277,7 @@ fn compile_auth(
         // unchanged); unchanged JWKS settings keep the client, its key set and its one loop.
         Some(j) => {
             let previous = previous.and_then(|p| p.auth.jwt()).map(Arc::as_ref);
-            Some(Arc::new(
-                JwtVerifier::replacing(j, previous)
-                    .map_err(|e| RuntimeError::Jwt(e.to_string()))?,
-            ))
+            Some(Arc::new(JwtVerifier::replacing(j, previous)?))
         }
     };
     let claim_headers = config
@@ -285,19 +312,19 @@ fn compile_api_keys(
     config: &Config,
     shared: &Arc<AuthShared>,
 ) -> Result<Option<(ApiKeySource, KeyStore, Vec<StaticKey>)>, RuntimeError> {
-    let (Some(k), Some(keys)) = (&config.auth.api_key, key_store(config, &shared.store)?) else {
+    let (Some(k), Some(keys)) = (&config.auth.api_key, key_store(config, shared.store())?) else {
         return Ok(None);
     };
     let ttl = key_ttl(config);
     let mut static_keys = Vec::with_capacity(k.keys.len());
-    for sk in &k.keys {
+    for (index, sk) in k.keys.iter().enumerate() {
         let Some(key) = read_secret(sk.key_env.as_deref(), sk.key_file.as_deref())? else {
-            return Err(RuntimeError::StaticKey(format!(
-                "key {:?} has no value",
-                sk.id
-            )));
+            return Err(RuntimeError::StaticKeyValue {
+                index,
+                id: sk.id.clone(),
+            });
         };
-        let now = crate::auth::unix_now();
+        let now = crate::principal::unix_now();
         let record = KeyRecord {
             id: sk.id.clone(),
             consumer: sk.consumer.clone(),
@@ -312,7 +339,7 @@ fn compile_api_keys(
     }
     let source = ApiKeySource {
         header: HeaderName::from_bytes(k.header.as_bytes())
-            .map_err(|e| RuntimeError::StaticKey(format!("header: {e}")))?,
+            .map_err(|source| RuntimeError::ApiKeyHeader { source })?,
         query_param: k.query_param.clone(),
     };
     Ok(Some((source, keys, static_keys)))
@@ -336,27 +363,21 @@ fn install_static_keys(
         return Ok(());
     };
     // The in-process store answers without waiting; validation keeps static keys off Redis.
-    let replaced = futures::FutureExt::now_or_never(keys.replace_static(
+    let replaced = futures::FutureExt::now_or_never(shared.replace_static_keys(
+        keys,
         old_keys,
         new_keys,
         key_ttl(&new.config),
     ));
-    let invalidations = match replaced {
-        Some(Ok(invalidations)) => invalidations,
-        Some(Err(e)) => return Err(RuntimeError::StaticKey(e.to_string())),
-        None => {
-            return Err(RuntimeError::StaticKey(
-                "the store did not answer at once".into(),
-            ))
-        }
-    };
-    for invalidation in &invalidations {
-        shared.cache.apply(invalidation);
+    match replaced {
+        Some(Ok(())) => Ok(()),
+        Some(Err(source)) => Err(RuntimeError::StaticKeyStore { source }),
+        None => Err(RuntimeError::StaticKeyPending),
     }
-    Ok(())
 }
 
 fn compile_route(
+    index: usize,
     r: &RouteConfig,
     pools: &HashMap<String, Arc<Pool>>,
     config: &Config,
@@ -376,11 +397,15 @@ fn compile_route(
         &r.rate_limits,
         r.rate_limit_on_store_error,
         &config.rate_limit,
-        &services.auth.store,
+        services.auth.store(),
         services.limiter.metrics(),
         claim_header,
     )
-    .map_err(|e| RuntimeError::RateLimit(format!("route {:?}: {e}", r.name)))?;
+    .map_err(|reason| RuntimeError::RateLimit {
+        index,
+        route: r.name.clone(),
+        reason,
+    })?;
     let pool = pools
         .get(&r.upstream)
         .cloned()
@@ -521,7 +546,7 @@ impl RuntimeHandle {
         install_static_keys(&runtime, Some(&old), &self.services.auth)?;
         if runtime.config.auth != old.config.auth {
             // Keys may hash differently now; nothing cached under the old settings holds.
-            self.services.auth.cache.clear();
+            self.services.auth.clear_decisions();
         }
         let summary = runtime.summary();
         self.current.store(Arc::new(runtime));

@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::principal::{unix_now, Credential, Principal};
+use crate::principal::{unix_now, Credential, Principal};
 use crate::store::{EntryRevocation, Invalidation, Store, StoreError};
 
 /// The prefix every generated key starts with, so leaked keys are easy to recognise and scan for.
@@ -103,6 +103,9 @@ pub enum KeyError {
     /// The system random source failed.
     #[error("no randomness available")]
     Random,
+    /// API keys are not configured, so there is no key to create, list or revoke.
+    #[error("API keys are not configured ([auth.api_key])")]
+    Disabled,
 }
 
 /// Hashes keys: HMAC-SHA256 under a server secret, or SHA-256 without one.

@@ -11,7 +11,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
-use super::principal::{unix_now, Principal};
+use crate::principal::{unix_now, Principal};
 use crate::store::Invalidation;
 
 /// A cached principal and how long it may stay.
@@ -239,7 +239,7 @@ impl DecisionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Credential;
+    use crate::principal::Credential;
 
     fn cache() -> DecisionCache {
         DecisionCache::new(

@@ -10,7 +10,6 @@ pub mod api_key;
 pub mod cache;
 pub mod jwks;
 pub mod jwt;
-pub mod principal;
 
 use std::sync::Arc;
 
@@ -18,11 +17,13 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use prometheus::{IntCounterVec, Opts, Registry};
 
-pub use api_key::{KeyHasher, KeyRecord, KeyStore, NewKey, StaticKey};
+pub use api_key::{KeyError, KeyHasher, KeyRecord, KeyStore, NewKey, StaticKey};
 pub use cache::{CacheMetrics, Cached, DecisionCache};
-pub use principal::{unix_now, Credential, Principal};
+// Re-exported for callers that name them through auth; new code uses `crate::principal`.
+pub use crate::principal::{Credential, Principal};
 
 use crate::config::{AuthMethod, AuthStoreFailure};
+use crate::principal::unix_now;
 use crate::store::{Store, StoreError};
 use jwt::{JwtError, JwtVerifier};
 use sha2::{Digest, Sha256};
@@ -193,16 +194,39 @@ impl AuthMetrics {
 }
 
 /// The process-wide parts of authentication: store, local cache, metrics.
+///
+/// The fields are private so that every operation that changes what a credential is worth
+/// (revoking a key or a token, replacing config-declared keys) goes through one method that
+/// also updates this node's cache: callers ask, they do not reach into the cache.
 pub struct AuthShared {
     /// The store holding keys and revocations.
-    pub store: Arc<Store>,
+    store: Arc<Store>,
     /// The local tier.
-    pub cache: DecisionCache,
+    cache: DecisionCache,
     /// Decision metrics.
-    pub metrics: AuthMetrics,
+    metrics: AuthMetrics,
 }
 
 impl AuthShared {
+    /// The shared parts over `store`, with `cache` as the local tier.
+    pub fn new(store: Arc<Store>, cache: DecisionCache, metrics: AuthMetrics) -> AuthShared {
+        AuthShared {
+            store,
+            cache,
+            metrics,
+        }
+    }
+
+    /// The store holding keys and revocations.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Forgets every cached decision (the auth settings changed, so none of them holds).
+    pub fn clear_decisions(&self) {
+        self.cache.clear();
+    }
+
     /// Applies invalidations from every node to the local tier, until the store goes away.
     pub async fn follow_invalidations(self: Arc<Self>) {
         let mut rx = self.store.invalidations();
@@ -218,9 +242,36 @@ impl AuthShared {
         }
     }
 
+    /// Revokes the API key `id` of `keys` on every node, in one atomic store operation;
+    /// whether it existed. This node forgets the key before the call returns, so a caller told
+    /// "revoked" can never use the key here again; the others learn it from the store.
+    pub(crate) async fn revoke_key(&self, keys: &KeyStore, id: &str) -> Result<bool, KeyError> {
+        let Some(invalidation) = keys.revoke_returning_invalidation(id).await? else {
+            return Ok(false);
+        };
+        self.cache.apply(&invalidation);
+        Ok(true)
+    }
+
+    /// Makes `new` the config-declared keys in the store in place of `old` (see
+    /// [`KeyStore::replace_static`]); this node forgets the purged keys before the call
+    /// returns, the others learn it from the store.
+    pub(crate) async fn replace_static_keys(
+        &self,
+        keys: &KeyStore,
+        old: &[StaticKey],
+        new: &[StaticKey],
+        ttl: std::time::Duration,
+    ) -> Result<(), KeyError> {
+        for invalidation in keys.replace_static(old, new, ttl).await? {
+            self.cache.apply(&invalidation);
+        }
+        Ok(())
+    }
+
     /// Records a revoked token id until `expires_at` (unix seconds) and tells every node, in
     /// one atomic store operation (a timeout never leaves a marker the nodes were not told of).
-    pub async fn revoke_jti(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+    pub(crate) async fn revoke_jti(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
         let ttl = expires_at.saturating_sub(unix_now()).max(1);
         let key = self.store.key("revoked-jti", jti, "");
         let invalidation = format!("jti:{jti}");
@@ -318,6 +369,32 @@ impl Authenticator {
     /// Where API keys are read from, when configured.
     pub fn api_key_source(&self) -> Option<&ApiKeySource> {
         self.api_key.as_ref().map(|(s, _)| s)
+    }
+
+    /// The key store, or [`KeyError::Disabled`] when API keys are not configured.
+    fn key_store(&self) -> Result<&KeyStore, KeyError> {
+        self.keys().ok_or(KeyError::Disabled)
+    }
+
+    /// Creates an API key; its record and the key itself (shown to the caller once).
+    pub(crate) async fn create_key(&self, new: NewKey) -> Result<(KeyRecord, String), KeyError> {
+        self.key_store()?.create(new).await
+    }
+
+    /// The live API keys of a consumer.
+    pub(crate) async fn list_keys(&self, consumer: &str) -> Result<Vec<KeyRecord>, KeyError> {
+        self.key_store()?.list(consumer).await
+    }
+
+    /// Revokes an API key by id on every node, this one before returning; whether it existed.
+    pub(crate) async fn revoke_key(&self, id: &str) -> Result<bool, KeyError> {
+        self.shared.revoke_key(self.key_store()?, id).await
+    }
+
+    /// Revokes a token id until `expires_at` (unix seconds) on every node, this one before
+    /// returning.
+    pub(crate) async fn revoke_jti(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.shared.revoke_jti(jti, expires_at).await
     }
 
     /// Authenticates a request for a route; `Ok(None)` lets it through anonymously.
