@@ -169,3 +169,47 @@ fn parse_labels(labels: Vec<String>) -> Result<BTreeMap<String, String>, KeysErr
     }
     Ok(parsed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_label_without_equals_is_refused_by_name() {
+        let e = parse_labels(vec!["team=core".into(), "oncall".into()]).expect_err("refused");
+        assert!(
+            matches!(&e, KeysError::Label { label } if label == "oncall"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "label \"oncall\" is not name=value");
+    }
+
+    #[test]
+    fn labels_become_a_map() {
+        let parsed = parse_labels(vec!["team=core".into(), "tier=a=b".into()]).expect("parsed");
+        assert_eq!(parsed.get("team").map(String::as_str), Some("core"));
+        assert_eq!(parsed.get("tier").map(String::as_str), Some("a=b"));
+    }
+
+    #[test]
+    fn an_unreadable_config_keeps_the_io_error_as_source() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("absent.toml");
+        let e = run(
+            &missing,
+            KeysCommand::List {
+                consumer: "alice".into(),
+            },
+        )
+        .expect_err("no such file");
+        assert!(matches!(e, KeysError::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("absent.toml"), "{e}");
+        let source = e.source().expect("the read error is kept");
+        assert!(
+            source.downcast_ref::<std::io::Error>().is_some(),
+            "{source:?}"
+        );
+    }
+}

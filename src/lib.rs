@@ -19,7 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
 pub mod cli_keys;
 pub mod config;

@@ -165,7 +165,7 @@ pub enum RuntimeError {
 
 impl Runtime {
     /// Compiles a validated config, reusing pools of `previous` whose config is unchanged.
-    pub fn compile(
+    pub(crate) fn compile(
         config: Config,
         previous: Option<&Runtime>,
         services: &Services,
@@ -214,12 +214,12 @@ impl Runtime {
     }
 
     /// Whether `ip` is a trusted proxy.
-    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
     /// One line describing what is loaded, for `check` and reload answers.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         summary(&self.config)
     }
 }
@@ -248,7 +248,10 @@ pub fn summary(c: &Config) -> String {
 }
 
 /// The API key store for a config's `[auth.api_key]`, if it has one.
-pub fn key_store(config: &Config, store: &Arc<Store>) -> Result<Option<KeyStore>, RuntimeError> {
+pub(crate) fn key_store(
+    config: &Config,
+    store: &Arc<Store>,
+) -> Result<Option<KeyStore>, RuntimeError> {
     let Some(k) = &config.auth.api_key else {
         return Ok(None);
     };
@@ -469,16 +472,16 @@ pub struct RuntimeHandle {
 
 /// The outcome of a successful reload.
 #[derive(Debug)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     /// One-line summary of the new config.
-    pub summary: String,
+    pub(crate) summary: String,
     /// Changed settings that only take effect after a restart.
-    pub needs_restart: Vec<&'static str>,
+    pub(crate) needs_restart: Vec<&'static str>,
 }
 
 impl RuntimeHandle {
     /// Compiles the first runtime from `config`, loaded from `path` (which reloads re-read).
-    pub fn new(
+    pub(crate) fn new(
         path: &Path,
         config: Config,
         services: Services,
@@ -495,22 +498,22 @@ impl RuntimeHandle {
     }
 
     /// The runtime in force now.
-    pub fn current(&self) -> Arc<Runtime> {
+    pub(crate) fn current(&self) -> Arc<Runtime> {
         self.current.load_full()
     }
 
     /// The config file this handle reloads from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The process-wide services.
-    pub fn services(&self) -> &Services {
+    pub(crate) fn services(&self) -> &Services {
         &self.services
     }
 
     /// Re-reads the file and swaps in the new runtime; on any error the old one stays.
-    pub fn reload(&self) -> Result<Reloaded, RuntimeError> {
+    pub(crate) fn reload(&self) -> Result<Reloaded, RuntimeError> {
         let _serial = self
             .reload_lock
             .lock()
@@ -557,12 +560,12 @@ impl RuntimeHandle {
     }
 
     /// Every pool of the current runtime (for health checks and metrics).
-    pub fn pools(&self) -> Vec<Arc<Pool>> {
+    pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
         self.current.load().pools.values().cloned().collect()
     }
 
     /// Sets the peer-health gauge from the current pools; called before metrics are rendered.
-    pub fn export_peer_health(&self) {
+    pub(crate) fn export_peer_health(&self) {
         self.metrics.peer_healthy.reset();
         for pool in self.pools() {
             for (addr, healthy) in pool.peer_health() {
@@ -638,4 +641,105 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("rate_limit.local_max_counters");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    const UPSTREAM: &str = r#"
+[[upstreams]]
+name = "api"
+peers = [{ addr = "127.0.0.1:3000" }]
+"#;
+
+    /// Compiles `toml` (parsed, not validated: these are the cases validation normally stops
+    /// first) over fresh services.
+    fn compile(toml: &str) -> Result<Runtime, RuntimeError> {
+        let config = config::parse(toml).expect("test config parses");
+        let services = crate::server::services(&config).expect("in-process services");
+        Runtime::compile(config, None, &services)
+    }
+
+    fn compile_error(toml: &str) -> RuntimeError {
+        match compile(toml) {
+            Ok(_) => panic!("the config compiled"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn an_unusable_jwt_key_keeps_the_setup_error_and_its_field_path_once() {
+        let e = compile_error(&format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n\n[auth.jwt]\n\
+             [[auth.jwt.keys]]\nalgorithm = \"RS256\"\npublic_key_file = \"/nonexistent/key.pem\"\n"
+        ));
+        assert!(
+            matches!(e, RuntimeError::Jwt(JwtSetupError::Key { index: 0, .. })),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.starts_with("auth.jwt.keys[0]: "), "{text}");
+        assert!(!text.contains("auth.jwt: auth.jwt"), "{text}");
+    }
+
+    #[test]
+    fn a_rate_limit_rule_that_cannot_compile_names_the_route_by_index_and_name() {
+        let e = compile_error(&format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"first\"\nupstream = \"api\"\n\n\
+             [[routes]]\nname = \"second\"\nupstream = \"api\"\n\
+             [[routes.rate_limits]]\nname = \"per-x\"\nby = \"bogus\"\nlimit = 5\nwindow = \"1s\"\n"
+        ));
+        let RuntimeError::RateLimit {
+            index,
+            ref route,
+            ref reason,
+        } = e
+        else {
+            panic!("not a rate-limit error: {e:?}");
+        };
+        assert_eq!((index, route.as_str()), (1, "second"));
+        assert!(reason.starts_with("rule \"per-x\": "), "{reason}");
+        assert!(
+            e.to_string()
+                .starts_with("routes[1].rate_limits: route \"second\": rule \"per-x\": "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_declared_api_key_without_a_value_names_its_index_and_id() {
+        let mut first = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut first, b"pc_first-key-value").expect("write key");
+        let e = compile_error(&format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n\n[auth.api_key]\n\
+             [[auth.api_key.keys]]\nid = \"first\"\nconsumer = \"a\"\nkey_file = {:?}\n\
+             [[auth.api_key.keys]]\nid = \"second\"\nconsumer = \"b\"\n",
+            first.path().display().to_string()
+        ));
+        assert!(
+            matches!(&e, RuntimeError::StaticKeyValue { index: 1, id } if id == "second"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "auth.api_key.keys[1]: key \"second\" has no value"
+        );
+    }
+
+    #[test]
+    fn an_invalid_api_key_header_names_its_field_and_keeps_the_source() {
+        let e = compile_error(&format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n\n[auth.api_key]\n\
+             header = \"not a header\"\n"
+        ));
+        assert!(matches!(e, RuntimeError::ApiKeyHeader { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("auth.api_key.header: "), "{e}");
+        assert!(
+            e.source().is_some(),
+            "the header error is not kept as source"
+        );
+    }
 }

@@ -16,7 +16,7 @@ use crate::observe::Metrics;
 use crate::runtime::RuntimeHandle;
 
 /// The admin HTTP application.
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     runtime: Arc<RuntimeHandle>,
     metrics: Arc<Metrics>,
     token: Option<String>,
@@ -24,7 +24,7 @@ pub struct AdminApp {
 
 impl AdminApp {
     /// Creates the app; `token` guards mutating endpoints.
-    pub fn new(
+    pub(crate) fn new(
         runtime: Arc<RuntimeHandle>,
         metrics: Arc<Metrics>,
         token: Option<String>,

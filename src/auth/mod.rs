@@ -6,8 +6,8 @@
 //! credentials then get 503 `store_unavailable` (or pass anonymously where a route says so),
 //! while credentials already in the local tier keep working.
 
-pub mod api_key;
-pub mod cache;
+pub(crate) mod api_key;
+pub(crate) mod cache;
 pub mod jwks;
 pub mod jwt;
 
@@ -17,7 +17,8 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use prometheus::{IntCounterVec, Opts, Registry};
 
-pub use api_key::{KeyError, KeyHasher, KeyRecord, KeyStore, NewKey, StaticKey};
+pub(crate) use api_key::StaticKey;
+pub use api_key::{KeyError, KeyHasher, KeyRecord, KeyStore, NewKey};
 pub use cache::{CacheMetrics, Cached, DecisionCache};
 // Re-exported for callers that name them through auth; new code uses `crate::principal`.
 pub use crate::principal::{Credential, Principal};
@@ -52,7 +53,7 @@ pub enum AuthFailure {
 
 impl AuthFailure {
     /// HTTP status.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             AuthFailure::InsufficientScope => 403,
             AuthFailure::StoreUnavailable | AuthFailure::JwksUnavailable => 503,
@@ -61,7 +62,7 @@ impl AuthFailure {
     }
 
     /// Machine code for the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "credentials_missing",
             AuthFailure::InvalidKey => "invalid_api_key",
@@ -75,7 +76,7 @@ impl AuthFailure {
     }
 
     /// Human text for the JSON body; fixed strings, never request data.
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "this route needs credentials",
             AuthFailure::InvalidKey => "the API key is not valid",
@@ -92,7 +93,7 @@ impl AuthFailure {
 
     /// A credential was presented and refused (what `[rate_limit.failed_auth]` counts): not
     /// a missing one, not a valid one lacking a scope, not a store failure.
-    pub fn is_rejected_credential(&self) -> bool {
+    pub(crate) fn is_rejected_credential(&self) -> bool {
         matches!(
             self,
             AuthFailure::InvalidKey
@@ -103,7 +104,7 @@ impl AuthFailure {
     }
 
     /// The `result` label of the decision metric.
-    pub fn result(&self) -> &'static str {
+    pub(crate) fn result(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing",
             AuthFailure::InvalidKey => "invalid",
@@ -117,7 +118,7 @@ impl AuthFailure {
     }
 
     /// The `WWW-Authenticate` challenge (RFC 6750 for bearer tokens).
-    pub fn challenge(&self, methods: &[AuthMethod]) -> Option<&'static str> {
+    pub(crate) fn challenge(&self, methods: &[AuthMethod]) -> Option<&'static str> {
         match self {
             AuthFailure::InvalidToken(_, challenge) => Some(challenge),
             AuthFailure::InsufficientScope if methods.contains(&AuthMethod::Jwt) => {
@@ -218,7 +219,7 @@ impl AuthShared {
     }
 
     /// The store holding keys and revocations.
-    pub fn store(&self) -> &Arc<Store> {
+    pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
@@ -228,7 +229,7 @@ impl AuthShared {
     }
 
     /// Applies invalidations from every node to the local tier, until the store goes away.
-    pub async fn follow_invalidations(self: Arc<Self>) {
+    pub(crate) async fn follow_invalidations(self: Arc<Self>) {
         let mut rx = self.store.invalidations();
         loop {
             match rx.recv().await {
@@ -327,47 +328,42 @@ impl Authenticator {
     }
 
     /// The same authenticator, declaring `keys` as this runtime's config-declared API keys.
-    pub fn with_static_keys(mut self, keys: Vec<StaticKey>) -> Authenticator {
+    pub(crate) fn with_static_keys(mut self, keys: Vec<StaticKey>) -> Authenticator {
         self.static_keys = keys;
         self
     }
 
     /// The config-declared API keys of this runtime.
-    pub fn static_keys(&self) -> &[StaticKey] {
+    pub(crate) fn static_keys(&self) -> &[StaticKey] {
         &self.static_keys
     }
 
     /// The JWT verifier, when JWTs are configured.
-    pub fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
+    pub(crate) fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
         self.jwt.as_ref()
     }
 
     /// Headers set from claims, which are removed from every client request.
-    pub fn claim_headers(&self) -> &[HeaderName] {
+    pub(crate) fn claim_headers(&self) -> &[HeaderName] {
         &self.claim_headers
     }
 
     /// Starts the JWKS background refresh unless it runs already; call from inside a tokio
     /// runtime. The flag lives on the client, which a reload with unchanged JWKS settings
     /// keeps, so reloads never add loops.
-    pub fn ensure_jwks_refresh(&self) {
+    pub(crate) fn ensure_jwks_refresh(&self) {
         if let Some(client) = self.jwt.as_ref().and_then(|v| v.jwks()) {
             client.ensure_refresh();
         }
     }
 
-    /// The shared parts.
-    pub fn shared(&self) -> &Arc<AuthShared> {
-        &self.shared
-    }
-
     /// The key store, when API keys are configured.
-    pub fn keys(&self) -> Option<&KeyStore> {
+    pub(crate) fn keys(&self) -> Option<&KeyStore> {
         self.api_key.as_ref().map(|(_, k)| k)
     }
 
     /// Where API keys are read from, when configured.
-    pub fn api_key_source(&self) -> Option<&ApiKeySource> {
+    pub(crate) fn api_key_source(&self) -> Option<&ApiKeySource> {
         self.api_key.as_ref().map(|(s, _)| s)
     }
 
@@ -559,7 +555,7 @@ fn bearer_token(req: &RequestHeader) -> Option<&str> {
 }
 
 /// The raw value of a query parameter (first occurrence).
-pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v)
@@ -567,7 +563,7 @@ pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The query string without parameter `name`; `None` when nothing remains.
-pub fn query_without(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_without(query: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
@@ -577,13 +573,141 @@ pub fn query_without(query: &str, name: &str) -> Option<String> {
 }
 
 /// The header value for `X-Consumer-Id`, if the consumer id is a valid header value.
-pub fn consumer_header(p: &Principal) -> Option<HeaderValue> {
+pub(crate) fn consumer_header(p: &Principal) -> Option<HeaderValue> {
     HeaderValue::from_str(&p.consumer).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// An authenticator over the in-process store, with API keys read from `x-api-key` when
+    /// `api_keys` is set.
+    fn authenticator(api_keys: bool) -> Authenticator {
+        let registry = Registry::new();
+        let store = Store::from_config(None, &registry).expect("in-process store");
+        let cache = DecisionCache::new(
+            1000,
+            Duration::from_secs(300),
+            1000,
+            Duration::from_secs(5),
+            CacheMetrics::new(&registry),
+        );
+        let keys = KeyStore::new(
+            store.clone(),
+            KeyHasher::new(None),
+            Duration::from_secs(3600),
+        );
+        let shared = Arc::new(AuthShared::new(store, cache, AuthMetrics::new(&registry)));
+        let source = ApiKeySource {
+            header: HeaderName::from_static("x-api-key"),
+            query_param: None,
+        };
+        Authenticator::new(shared, api_keys.then_some((source, keys)), None, Vec::new())
+    }
+
+    fn api_key_route() -> RouteAuth {
+        RouteAuth {
+            methods: vec![AuthMethod::ApiKey],
+            ..RouteAuth::default()
+        }
+    }
+
+    fn request_with_key(key: &str) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        req.insert_header("x-api-key", key).expect("header");
+        req
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_is_refused_here_as_soon_as_revoke_returns() {
+        let auth = authenticator(true);
+        let (record, key) = auth
+            .create_key(NewKey {
+                consumer: "alice".into(),
+                ..NewKey::default()
+            })
+            .await
+            .expect("create");
+        let req = request_with_key(&key);
+        let first = auth.authenticate(&req, "r", &api_key_route()).await;
+        assert_eq!(
+            first
+                .expect("a live key passes")
+                .map(|p| p.consumer.clone()),
+            Some("alice".to_string())
+        );
+        // The decision is now in the local tier, and nothing follows the store's
+        // invalidations here: only the revocation itself can make this node forget it.
+        assert!(auth.revoke_key(&record.id).await.expect("revoke"));
+        let after = auth.authenticate(&req, "r", &api_key_route()).await;
+        assert_eq!(after.map(|_| ()), Err(AuthFailure::InvalidKey));
+        assert!(!auth.revoke_key(&record.id).await.expect("revoke again"));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_id_is_known_here_as_soon_as_revoke_returns() {
+        let auth = authenticator(false);
+        auth.revoke_jti("token-1", unix_now() + 60)
+            .await
+            .expect("revoke jti");
+        assert!(auth.shared.cache.is_revoked_locally("token-1"));
+        assert!(!auth.shared.cache.is_revoked_locally("token-2"));
+    }
+
+    #[tokio::test]
+    async fn replaced_declared_keys_are_forgotten_here_as_soon_as_the_call_returns() {
+        let auth = authenticator(true);
+        let keys = auth.keys().expect("api keys").clone();
+        let declared = |id: &str, value: &str| StaticKey {
+            record: KeyRecord {
+                id: id.into(),
+                consumer: "svc".into(),
+                plan: None,
+                scopes: Vec::new(),
+                labels: Default::default(),
+                created_at: unix_now(),
+                expires_at: unix_now() + 3600,
+            },
+            hash: keys.hasher().hash(value),
+        };
+        let old = [declared("svc", "pc_old-value")];
+        let new = [declared("svc", "pc_new-value")];
+        let ttl = Duration::from_secs(3600);
+        auth.shared
+            .replace_static_keys(&keys, &[], &old, ttl)
+            .await
+            .expect("install");
+        let old_req = request_with_key("pc_old-value");
+        assert!(auth
+            .authenticate(&old_req, "r", &api_key_route())
+            .await
+            .is_ok());
+        auth.shared
+            .replace_static_keys(&keys, &old, &new, ttl)
+            .await
+            .expect("rotate");
+        let after = auth.authenticate(&old_req, "r", &api_key_route()).await;
+        assert_eq!(after.map(|_| ()), Err(AuthFailure::InvalidKey));
+        let new_req = request_with_key("pc_new-value");
+        assert!(auth
+            .authenticate(&new_req, "r", &api_key_route())
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn key_operations_without_api_keys_say_they_are_disabled() {
+        let auth = authenticator(false);
+        let created = auth.create_key(NewKey::default()).await;
+        assert!(matches!(created, Err(KeyError::Disabled)), "{created:?}");
+        let listed = auth.list_keys("alice").await;
+        assert!(matches!(listed, Err(KeyError::Disabled)), "{listed:?}");
+        let revoked = auth.revoke_key("0123456789abcdef").await;
+        assert!(matches!(revoked, Err(KeyError::Disabled)), "{revoked:?}");
+    }
 
     #[test]
     fn query_helpers_find_and_strip_a_parameter() {
