@@ -130,17 +130,17 @@ fn verify(c: &mut Criterion) {
     group.finish();
 
     let registry = prometheus::Registry::new();
-    let shared = Arc::new(AuthShared {
-        store: Store::from_config(None, &registry).expect("in-process store"),
-        cache: DecisionCache::new(
+    let shared = Arc::new(AuthShared::new(
+        Store::from_config(None, &registry).expect("in-process store"),
+        DecisionCache::new(
             100_000,
             Duration::from_secs(300),
             10_000,
             Duration::from_secs(5),
             CacheMetrics::new(&registry),
         ),
-        metrics: AuthMetrics::new(&registry),
-    });
+        AuthMetrics::new(&registry),
+    ));
     let auth = Authenticator::new(shared.clone(), None, Some(verifier.clone()), Vec::new());
     let route = RouteAuth {
         methods: vec![AuthMethod::Jwt],
@@ -159,7 +159,7 @@ fn verify(c: &mut Criterion) {
         };
         group.bench_function(format!("miss_{name}"), |b| {
             b.iter(|| {
-                shared.cache.clear();
+                shared.clear_decisions();
                 authenticate()
             })
         });

@@ -2,10 +2,11 @@
 //! keys can be handled without a running gateway (and without exposing the admin port).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::auth::{KeyStore, NewKey};
+use crate::auth::{AuthShared, KeyError, KeyStore, NewKey};
+use crate::store::StoreError;
 
 /// What to do with keys.
 #[derive(Debug, Clone)]
@@ -35,35 +36,98 @@ pub enum KeysCommand {
     },
 }
 
+/// Why a keys command failed; the text is what `portcullis keys` prints after its name.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// The config file failed to load or validate.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The config has no `[store]`, so its keys live inside the running gateway.
+    #[error(
+        "{}: has no [store]; keys of the in-process store live inside the running gateway: \
+         declare them under [auth.api_key] keys or use its admin API (POST /keys)",
+        file.display()
+    )]
+    NoStore {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// The store (or another process-wide service) could not be set up.
+    #[error(transparent)]
+    Services(#[from] crate::server::StartError),
+    /// The `[auth.api_key]` settings could not be used.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// The config has no `[auth.api_key]`.
+    #[error("{}: has no [auth.api_key] section", file.display())]
+    NoApiKeys {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// The async runtime the command runs on could not start.
+    #[error("cannot start a runtime: {source}")]
+    AsyncRuntime {
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store did not answer a ping.
+    #[error("cannot reach the store: {source}")]
+    Unreachable {
+        /// Why.
+        source: StoreError,
+    },
+    /// A `--label` is not `name=value`.
+    #[error("label {label:?} is not name=value")]
+    Label {
+        /// The label as given.
+        label: String,
+    },
+    /// The key operation failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// No key has this id.
+    #[error("no key with id {id:?}")]
+    UnknownId {
+        /// The id as given.
+        id: String,
+    },
+}
+
 /// Runs a keys command against the store of the config at `path`; the text to print, or why not.
-pub fn run(path: &Path, command: KeysCommand) -> Result<String, String> {
-    let config = crate::runtime::load_config(path).map_err(|e| e.to_string())?;
+pub fn run(path: &Path, command: KeysCommand) -> Result<String, KeysError> {
+    let config = crate::runtime::load_config(path)?;
     if config.store.is_none() {
-        return Err(format!(
-            "{}: has no [store]; keys of the in-process store live inside the running gateway: \
-             declare them under [auth.api_key] keys or use its admin API (POST /keys)",
-            path.display()
-        ));
+        return Err(KeysError::NoStore {
+            file: path.to_path_buf(),
+        });
     }
-    let services = crate::server::services(&config).map_err(|e| e.to_string())?;
-    let store = services.auth.store.clone();
-    let keys = crate::runtime::key_store(&config, &store)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{}: has no [auth.api_key] section", path.display()))?;
+    let services = crate::server::services(&config)?;
+    let keys = crate::runtime::key_store(&config, services.auth.store())?.ok_or_else(|| {
+        KeysError::NoApiKeys {
+            file: path.to_path_buf(),
+        }
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        .map_err(|source| KeysError::AsyncRuntime { source })?;
     runtime.block_on(async {
-        store
+        services
+            .auth
+            .store()
             .ping(Duration::from_secs(3))
             .await
-            .map_err(|e| format!("cannot reach the store: {e}"))?;
-        execute(&keys, command).await
+            .map_err(|source| KeysError::Unreachable { source })?;
+        execute(&services.auth, &keys, command).await
     })
 }
 
-async fn execute(keys: &KeyStore, command: KeysCommand) -> Result<String, String> {
+/// Runs `command` on `keys`; revocations go through `auth`, the one place that revokes.
+async fn execute(
+    auth: &AuthShared,
+    keys: &KeyStore,
+    command: KeysCommand,
+) -> Result<String, KeysError> {
     match command {
         KeysCommand::Create {
             consumer,
@@ -72,32 +136,80 @@ async fn execute(keys: &KeyStore, command: KeysCommand) -> Result<String, String
             labels,
             ttl,
         } => {
-            let mut parsed = BTreeMap::new();
-            for l in labels {
-                let (k, v) = l
-                    .split_once('=')
-                    .ok_or_else(|| format!("label {l:?} is not name=value"))?;
-                parsed.insert(k.to_string(), v.to_string());
-            }
             let (record, secret) = keys
                 .create(NewKey {
                     consumer,
                     plan,
                     scopes,
-                    labels: parsed,
+                    labels: parse_labels(labels)?,
                     ttl,
                 })
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             Ok(serde_json::json!({"key": secret, "record": record}).to_string())
         }
         KeysCommand::List { consumer } => {
-            let records = keys.list(&consumer).await.map_err(|e| e.to_string())?;
+            let records = keys.list(&consumer).await?;
             Ok(serde_json::json!({"keys": records}).to_string())
         }
-        KeysCommand::Revoke { id } => match keys.revoke(&id).await.map_err(|e| e.to_string())? {
+        KeysCommand::Revoke { id } => match auth.revoke_key(keys, &id).await? {
             true => Ok(serde_json::json!({"revoked": id}).to_string()),
-            false => Err(format!("no key with id {id:?}")),
+            false => Err(KeysError::UnknownId { id }),
         },
+    }
+}
+
+/// `name=value` labels as a map.
+fn parse_labels(labels: Vec<String>) -> Result<BTreeMap<String, String>, KeysError> {
+    let mut parsed = BTreeMap::new();
+    for label in labels {
+        let Some((k, v)) = label.split_once('=') else {
+            return Err(KeysError::Label { label });
+        };
+        parsed.insert(k.to_string(), v.to_string());
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_label_without_equals_is_refused_by_name() {
+        let e = parse_labels(vec!["team=core".into(), "oncall".into()]).expect_err("refused");
+        assert!(
+            matches!(&e, KeysError::Label { label } if label == "oncall"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "label \"oncall\" is not name=value");
+    }
+
+    #[test]
+    fn labels_become_a_map() {
+        let parsed = parse_labels(vec!["team=core".into(), "tier=a=b".into()]).expect("parsed");
+        assert_eq!(parsed.get("team").map(String::as_str), Some("core"));
+        assert_eq!(parsed.get("tier").map(String::as_str), Some("a=b"));
+    }
+
+    #[test]
+    fn an_unreadable_config_keeps_the_io_error_as_source() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("absent.toml");
+        let e = run(
+            &missing,
+            KeysCommand::List {
+                consumer: "alice".into(),
+            },
+        )
+        .expect_err("no such file");
+        assert!(matches!(e, KeysError::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("absent.toml"), "{e}");
+        let source = e.source().expect("the read error is kept");
+        assert!(
+            source.downcast_ref::<std::io::Error>().is_some(),
+            "{source:?}"
+        );
     }
 }

@@ -19,11 +19,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
 pub mod cli_keys;
 pub mod config;
 pub mod observe;
+pub mod principal;
 pub mod proxy;
 pub mod ratelimit;
 pub mod runtime;

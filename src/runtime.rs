@@ -14,9 +14,10 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::auth::jwt::JwtVerifier;
+use crate::auth::jwt::{JwtSetupError, JwtVerifier};
 use crate::auth::{
-    ApiKeySource, AuthShared, Authenticator, KeyHasher, KeyRecord, KeyStore, RouteAuth, StaticKey,
+    ApiKeySource, AuthShared, Authenticator, KeyError, KeyHasher, KeyRecord, KeyStore, RouteAuth,
+    StaticKey,
 };
 use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
 use crate::observe::{Metrics, Redactor};
@@ -113,15 +114,43 @@ pub enum RuntimeError {
     /// A secret could not be read.
     #[error(transparent)]
     Secret(#[from] crate::config::SecretError),
-    /// A rate-limit rule could not be compiled.
-    #[error("{0}")]
-    RateLimit(String),
-    /// The JWT settings could not be used.
-    #[error("auth.jwt: {0}")]
-    Jwt(String),
-    /// A config-declared API key could not be stored.
-    #[error("auth.api_key.keys: {0}")]
-    StaticKey(String),
+    /// A rate-limit rule of a route could not be compiled (validation prevents this).
+    #[error("routes[{index}].rate_limits: route {route:?}: {reason}")]
+    RateLimit {
+        /// Position of the route in `routes`.
+        index: usize,
+        /// The route's name.
+        route: String,
+        /// What is wrong with the rule, naming it (`ratelimit` reports it as text).
+        reason: String,
+    },
+    /// The JWT settings could not be used; the message names the field (`auth.jwt.…`).
+    #[error(transparent)]
+    Jwt(#[from] JwtSetupError),
+    /// A config-declared API key has no value in its env variable or file.
+    #[error("auth.api_key.keys[{index}]: key {id:?} has no value")]
+    StaticKeyValue {
+        /// Position of the key in `auth.api_key.keys`.
+        index: usize,
+        /// The key's id.
+        id: String,
+    },
+    /// `auth.api_key.header` is not a header name (validation prevents this).
+    #[error("auth.api_key.header: {source}")]
+    ApiKeyHeader {
+        /// Why the name is refused.
+        source: http::header::InvalidHeaderName,
+    },
+    /// The config-declared API keys could not be stored.
+    #[error("auth.api_key.keys: {source}")]
+    StaticKeyStore {
+        /// The store operation that failed.
+        source: KeyError,
+    },
+    /// The store did not store the config-declared API keys at once (they are only allowed
+    /// with the in-process store, which answers without waiting).
+    #[error("auth.api_key.keys: the store did not answer at once")]
+    StaticKeyPending,
     /// A route names an upstream that does not exist (validation prevents this).
     #[error("route {route:?}: no upstream named {upstream:?}")]
     UnknownUpstream {
@@ -136,7 +165,7 @@ pub enum RuntimeError {
 
 impl Runtime {
     /// Compiles a validated config, reusing pools of `previous` whose config is unchanged.
-    pub fn compile(
+    pub(crate) fn compile(
         config: Config,
         previous: Option<&Runtime>,
         services: &Services,
@@ -156,7 +185,8 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .map(|r| compile_route(r, &pools, &config, services))
+            .enumerate()
+            .map(|(index, r)| compile_route(index, r, &pools, &config, services))
             .collect::<Result<Vec<_>, _>>()?;
         let router = Router::build(&config.routes);
         let auth = compile_auth(&config, &services.auth, previous)?;
@@ -184,12 +214,12 @@ impl Runtime {
     }
 
     /// Whether `ip` is a trusted proxy.
-    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
     /// One line describing what is loaded, for `check` and reload answers.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         summary(&self.config)
     }
 }
@@ -224,7 +254,10 @@ pub fn summary(c: &Config) -> String {
 }
 
 /// The API key store for a config's `[auth.api_key]`, if it has one.
-pub fn key_store(config: &Config, store: &Arc<Store>) -> Result<Option<KeyStore>, RuntimeError> {
+pub(crate) fn key_store(
+    config: &Config,
+    store: &Arc<Store>,
+) -> Result<Option<KeyStore>, RuntimeError> {
     let Some(k) = &config.auth.api_key else {
         return Ok(None);
     };
@@ -253,10 +286,7 @@ fn compile_auth(
         // unchanged); unchanged JWKS settings keep the client, its key set and its one loop.
         Some(j) => {
             let previous = previous.and_then(|p| p.auth.jwt()).map(Arc::as_ref);
-            Some(Arc::new(
-                JwtVerifier::replacing(j, previous)
-                    .map_err(|e| RuntimeError::Jwt(e.to_string()))?,
-            ))
+            Some(Arc::new(JwtVerifier::replacing(j, previous)?))
         }
     };
     let claim_headers = config
@@ -291,19 +321,19 @@ fn compile_api_keys(
     config: &Config,
     shared: &Arc<AuthShared>,
 ) -> Result<Option<(ApiKeySource, KeyStore, Vec<StaticKey>)>, RuntimeError> {
-    let (Some(k), Some(keys)) = (&config.auth.api_key, key_store(config, &shared.store)?) else {
+    let (Some(k), Some(keys)) = (&config.auth.api_key, key_store(config, shared.store())?) else {
         return Ok(None);
     };
     let ttl = key_ttl(config);
     let mut static_keys = Vec::with_capacity(k.keys.len());
-    for sk in &k.keys {
+    for (index, sk) in k.keys.iter().enumerate() {
         let Some(key) = read_secret(sk.key_env.as_deref(), sk.key_file.as_deref())? else {
-            return Err(RuntimeError::StaticKey(format!(
-                "key {:?} has no value",
-                sk.id
-            )));
+            return Err(RuntimeError::StaticKeyValue {
+                index,
+                id: sk.id.clone(),
+            });
         };
-        let now = crate::auth::unix_now();
+        let now = crate::principal::unix_now();
         let record = KeyRecord {
             id: sk.id.clone(),
             consumer: sk.consumer.clone(),
@@ -318,7 +348,7 @@ fn compile_api_keys(
     }
     let source = ApiKeySource {
         header: HeaderName::from_bytes(k.header.as_bytes())
-            .map_err(|e| RuntimeError::StaticKey(format!("header: {e}")))?,
+            .map_err(|source| RuntimeError::ApiKeyHeader { source })?,
         query_param: k.query_param.clone(),
     };
     Ok(Some((source, keys, static_keys)))
@@ -342,27 +372,21 @@ fn install_static_keys(
         return Ok(());
     };
     // The in-process store answers without waiting; validation keeps static keys off Redis.
-    let replaced = futures::FutureExt::now_or_never(keys.replace_static(
+    let replaced = futures::FutureExt::now_or_never(shared.replace_static_keys(
+        keys,
         old_keys,
         new_keys,
         key_ttl(&new.config),
     ));
-    let invalidations = match replaced {
-        Some(Ok(invalidations)) => invalidations,
-        Some(Err(e)) => return Err(RuntimeError::StaticKey(e.to_string())),
-        None => {
-            return Err(RuntimeError::StaticKey(
-                "the store did not answer at once".into(),
-            ))
-        }
-    };
-    for invalidation in &invalidations {
-        shared.cache.apply(invalidation);
+    match replaced {
+        Some(Ok(())) => Ok(()),
+        Some(Err(source)) => Err(RuntimeError::StaticKeyStore { source }),
+        None => Err(RuntimeError::StaticKeyPending),
     }
-    Ok(())
 }
 
 fn compile_route(
+    index: usize,
     r: &RouteConfig,
     pools: &HashMap<String, Arc<Pool>>,
     config: &Config,
@@ -382,11 +406,15 @@ fn compile_route(
         &r.rate_limits,
         r.rate_limit_on_store_error,
         &config.rate_limit,
-        &services.auth.store,
+        services.auth.store(),
         services.limiter.metrics(),
         claim_header,
     )
-    .map_err(|e| RuntimeError::RateLimit(format!("route {:?}: {e}", r.name)))?;
+    .map_err(|reason| RuntimeError::RateLimit {
+        index,
+        route: r.name.clone(),
+        reason,
+    })?;
     let pool = pools
         .get(&r.upstream)
         .cloned()
@@ -450,16 +478,16 @@ pub struct RuntimeHandle {
 
 /// The outcome of a successful reload.
 #[derive(Debug)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     /// One-line summary of the new config.
-    pub summary: String,
+    pub(crate) summary: String,
     /// Changed settings that only take effect after a restart.
-    pub needs_restart: Vec<&'static str>,
+    pub(crate) needs_restart: Vec<&'static str>,
 }
 
 impl RuntimeHandle {
     /// Compiles the first runtime from `config`, loaded from `path` (which reloads re-read).
-    pub fn new(
+    pub(crate) fn new(
         path: &Path,
         config: Config,
         services: Services,
@@ -476,22 +504,22 @@ impl RuntimeHandle {
     }
 
     /// The runtime in force now.
-    pub fn current(&self) -> Arc<Runtime> {
+    pub(crate) fn current(&self) -> Arc<Runtime> {
         self.current.load_full()
     }
 
     /// The config file this handle reloads from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The process-wide services.
-    pub fn services(&self) -> &Services {
+    pub(crate) fn services(&self) -> &Services {
         &self.services
     }
 
     /// Re-reads the file and swaps in the new runtime; on any error the old one stays.
-    pub fn reload(&self) -> Result<Reloaded, RuntimeError> {
+    pub(crate) fn reload(&self) -> Result<Reloaded, RuntimeError> {
         let _serial = self
             .reload_lock
             .lock()
@@ -527,7 +555,7 @@ impl RuntimeHandle {
         install_static_keys(&runtime, Some(&old), &self.services.auth)?;
         if runtime.config.auth != old.config.auth {
             // Keys may hash differently now; nothing cached under the old settings holds.
-            self.services.auth.cache.clear();
+            self.services.auth.clear_decisions();
         }
         let summary = runtime.summary();
         self.current.store(Arc::new(runtime));
@@ -538,12 +566,12 @@ impl RuntimeHandle {
     }
 
     /// Every pool of the current runtime (for health checks and metrics).
-    pub fn pools(&self) -> Vec<Arc<Pool>> {
+    pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
         self.current.load().pools.values().cloned().collect()
     }
 
     /// Sets the peer-health gauge from the current pools; called before metrics are rendered.
-    pub fn export_peer_health(&self) {
+    pub(crate) fn export_peer_health(&self) {
         self.metrics.peer_healthy.reset();
         for pool in self.pools() {
             for (addr, healthy) in pool.peer_health() {
@@ -619,4 +647,105 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("rate_limit.local_max_counters");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    const UPSTREAM: &str = r#"
+[[upstreams]]
+name = "api"
+peers = [{ addr = "127.0.0.1:3000" }]
+"#;
+
+    /// Compiles `toml` (parsed, not validated: these are the cases validation normally stops
+    /// first) over fresh services.
+    fn compile(toml: &str) -> Result<Runtime, RuntimeError> {
+        let config = config::parse(toml).expect("test config parses");
+        let services = crate::server::services(&config).expect("in-process services");
+        Runtime::compile(config, None, &services)
+    }
+
+    fn compile_error(toml: &str) -> RuntimeError {
+        match compile(toml) {
+            Ok(_) => panic!("the config compiled"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn an_unusable_jwt_key_keeps_the_setup_error_and_its_field_path_once() {
+        let e = compile_error(&format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n\n[auth.jwt]\n\
+             [[auth.jwt.keys]]\nalgorithm = \"RS256\"\npublic_key_file = \"/nonexistent/key.pem\"\n"
+        ));
+        assert!(
+            matches!(e, RuntimeError::Jwt(JwtSetupError::Key { index: 0, .. })),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.starts_with("auth.jwt.keys[0]: "), "{text}");
+        assert!(!text.contains("auth.jwt: auth.jwt"), "{text}");
+    }
+
+    #[test]
+    fn a_rate_limit_rule_that_cannot_compile_names_the_route_by_index_and_name() {
+        let e = compile_error(&format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"first\"\nupstream = \"api\"\n\n\
+             [[routes]]\nname = \"second\"\nupstream = \"api\"\n\
+             [[routes.rate_limits]]\nname = \"per-x\"\nby = \"bogus\"\nlimit = 5\nwindow = \"1s\"\n"
+        ));
+        let RuntimeError::RateLimit {
+            index,
+            ref route,
+            ref reason,
+        } = e
+        else {
+            panic!("not a rate-limit error: {e:?}");
+        };
+        assert_eq!((index, route.as_str()), (1, "second"));
+        assert!(reason.starts_with("rule \"per-x\": "), "{reason}");
+        assert!(
+            e.to_string()
+                .starts_with("routes[1].rate_limits: route \"second\": rule \"per-x\": "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_declared_api_key_without_a_value_names_its_index_and_id() {
+        let mut first = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut first, b"pc_first-key-value").expect("write key");
+        let e = compile_error(&format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n\n[auth.api_key]\n\
+             [[auth.api_key.keys]]\nid = \"first\"\nconsumer = \"a\"\nkey_file = {:?}\n\
+             [[auth.api_key.keys]]\nid = \"second\"\nconsumer = \"b\"\n",
+            first.path().display().to_string()
+        ));
+        assert!(
+            matches!(&e, RuntimeError::StaticKeyValue { index: 1, id } if id == "second"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "auth.api_key.keys[1]: key \"second\" has no value"
+        );
+    }
+
+    #[test]
+    fn an_invalid_api_key_header_names_its_field_and_keeps_the_source() {
+        let e = compile_error(&format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n\n[auth.api_key]\n\
+             header = \"not a header\"\n"
+        ));
+        assert!(matches!(e, RuntimeError::ApiKeyHeader { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("auth.api_key.header: "), "{e}");
+        assert!(
+            e.source().is_some(),
+            "the header error is not kept as source"
+        );
+    }
 }

@@ -172,11 +172,11 @@ pub fn services(config: &crate::config::Config) -> Result<Services, StartError> 
         &config.rate_limit,
         RateMetrics::new(metrics.registry()),
     ));
-    let auth = Arc::new(AuthShared {
+    let auth = Arc::new(AuthShared::new(
         store,
         cache,
-        metrics: AuthMetrics::new(metrics.registry()),
-    });
+        AuthMetrics::new(metrics.registry()),
+    ));
     Ok(Services {
         metrics,
         auth,

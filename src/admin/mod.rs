@@ -11,13 +11,12 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::auth::api_key::KeyError;
-use crate::auth::{KeyStore, NewKey};
+use crate::auth::{KeyError, NewKey};
 use crate::observe::Metrics;
 use crate::runtime::RuntimeHandle;
 
 /// The admin HTTP application.
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     runtime: Arc<RuntimeHandle>,
     metrics: Arc<Metrics>,
     token: Option<String>,
@@ -25,7 +24,7 @@ pub struct AdminApp {
 
 impl AdminApp {
     /// Creates the app; `token` guards mutating endpoints.
-    pub fn new(
+    pub(crate) fn new(
         runtime: Arc<RuntimeHandle>,
         metrics: Arc<Metrics>,
         token: Option<String>,
@@ -133,7 +132,7 @@ struct Revocation {
 impl AdminApp {
     fn readiness(&self) -> Response<Vec<u8>> {
         let rt = self.runtime.current();
-        let store = &self.runtime.services().auth.store;
+        let store = self.runtime.services().auth.store();
         json(
             StatusCode::OK,
             serde_json::json!({
@@ -147,23 +146,8 @@ impl AdminApp {
         )
     }
 
-    fn keys(&self) -> Result<KeyStore, Box<Response<Vec<u8>>>> {
-        match self.runtime.current().auth.keys() {
-            Some(k) => Ok(k.clone()),
-            None => Err(Box::new(error(
-                StatusCode::NOT_FOUND,
-                "api_keys_disabled",
-                "API keys are not configured ([auth.api_key])",
-            ))),
-        }
-    }
-
     async fn create_key(&self, new: NewKey) -> Response<Vec<u8>> {
-        let keys = match self.keys() {
-            Ok(k) => k,
-            Err(r) => return *r,
-        };
-        match keys.create(new).await {
+        match self.runtime.current().auth.create_key(new).await {
             Ok((record, secret)) => json(
                 StatusCode::CREATED,
                 serde_json::json!({"key": secret, "record": record}),
@@ -173,10 +157,11 @@ impl AdminApp {
     }
 
     async fn list_keys(&self, query: &str) -> Response<Vec<u8>> {
-        let keys = match self.keys() {
-            Ok(k) => k,
-            Err(r) => return *r,
-        };
+        let auth = &self.runtime.current().auth;
+        if auth.keys().is_none() {
+            // Disabled API keys answer 404 before the query is looked at.
+            return key_error(KeyError::Disabled);
+        }
         let Some(consumer) = crate::auth::query_value(query, "consumer") else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -184,25 +169,16 @@ impl AdminApp {
                 "give ?consumer=<id>",
             );
         };
-        match keys.list(consumer).await {
+        match auth.list_keys(consumer).await {
             Ok(records) => json(StatusCode::OK, serde_json::json!({"keys": records})),
             Err(e) => key_error(e),
         }
     }
 
     async fn revoke_key(&self, id: &str) -> Response<Vec<u8>> {
-        let keys = match self.keys() {
-            Ok(k) => k,
-            Err(r) => return *r,
-        };
-        match keys.revoke_returning_invalidation(id).await {
-            Ok(Some(invalidation)) => {
-                // Other nodes learn it from the store; this one forgets the key before it
-                // answers, so a client told "revoked" can never use the key here again.
-                self.runtime.services().auth.cache.apply(&invalidation);
-                json(StatusCode::OK, serde_json::json!({"revoked": id}))
-            }
-            Ok(None) => error(
+        match self.runtime.current().auth.revoke_key(id).await {
+            Ok(true) => json(StatusCode::OK, serde_json::json!({"revoked": id})),
+            Ok(false) => error(
                 StatusCode::NOT_FOUND,
                 "key_not_found",
                 "no key with this id",
@@ -224,7 +200,7 @@ impl AdminApp {
                 "jti must be 1-256 printable characters without braces",
             );
         }
-        let latest = crate::auth::unix_now().saturating_add(MAX_REVOCATION_SECS);
+        let latest = crate::principal::unix_now().saturating_add(MAX_REVOCATION_SECS);
         if r.exp > latest {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -232,7 +208,7 @@ impl AdminApp {
                 "exp must be unix seconds at most 10 years from now",
             );
         }
-        match self.runtime.services().auth.revoke_jti(&r.jti, r.exp).await {
+        match self.runtime.current().auth.revoke_jti(&r.jti, r.exp).await {
             Ok(()) => json(
                 StatusCode::CREATED,
                 serde_json::json!({"revoked": r.jti, "until": r.exp}),
@@ -258,6 +234,11 @@ fn key_error(e: KeyError) -> Response<Vec<u8>> {
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "no randomness available",
+        ),
+        KeyError::Disabled => error(
+            StatusCode::NOT_FOUND,
+            "api_keys_disabled",
+            "API keys are not configured ([auth.api_key])",
         ),
     }
 }

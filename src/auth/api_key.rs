@@ -17,11 +17,11 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::principal::{unix_now, Credential, Principal};
+use crate::principal::{unix_now, Credential, Principal};
 use crate::store::{EntryRevocation, Invalidation, Store, StoreError};
 
 /// The prefix every generated key starts with, so leaked keys are easy to recognise and scan for.
-pub const KEY_PREFIX: &str = "pc_";
+pub(crate) const KEY_PREFIX: &str = "pc_";
 
 /// What is stored about a key. Never contains the key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,7 +47,7 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     /// The principal this key authenticates.
-    pub fn principal(&self) -> Principal {
+    pub(crate) fn principal(&self) -> Principal {
         Principal {
             consumer: self.consumer.clone(),
             plan: self.plan.clone(),
@@ -64,11 +64,11 @@ impl KeyRecord {
 /// A key declared in the config, as loaded: its record and the hash of its value (the value
 /// itself is not kept).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StaticKey {
+pub(crate) struct StaticKey {
     /// What is stored about it.
-    pub record: KeyRecord,
+    pub(crate) record: KeyRecord,
     /// The hash of the key under the runtime's hasher.
-    pub hash: [u8; 32],
+    pub(crate) hash: [u8; 32],
 }
 
 /// A request to create a key.
@@ -103,6 +103,9 @@ pub enum KeyError {
     /// The system random source failed.
     #[error("no randomness available")]
     Random,
+    /// API keys are not configured, so there is no key to create, list or revoke.
+    #[error("API keys are not configured ([auth.api_key])")]
+    Disabled,
 }
 
 /// Hashes keys: HMAC-SHA256 under a server secret, or SHA-256 without one.
@@ -156,7 +159,7 @@ fn valid_consumer(c: &str) -> bool {
 
 /// Whether text can be a key id (generated ids are 16 hex characters; config-declared ones
 /// are 1-64 characters of `[A-Za-z0-9_-]`).
-pub fn valid_key_id(id: &str) -> bool {
+pub(crate) fn valid_key_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
@@ -228,7 +231,7 @@ impl KeyStore {
     }
 
     /// Stores a record for a known key (config-declared keys, and `create`).
-    pub async fn put(
+    pub(crate) async fn put(
         &self,
         record: &KeyRecord,
         secret: &str,
@@ -268,7 +271,7 @@ impl KeyStore {
     /// new ones (removed, or its value rotated) is deleted, so it stops working with this
     /// call rather than at the end of its TTL. Returns the invalidations published, for the
     /// caller to apply to its own decision cache at once.
-    pub async fn replace_static(
+    pub(crate) async fn replace_static(
         &self,
         old: &[StaticKey],
         new: &[StaticKey],
@@ -347,7 +350,7 @@ impl KeyStore {
     /// invalidation published (for the calling node to apply to its own cache at once), or
     /// `None` when there was no such key (or a concurrent revocation took it first). On a store
     /// error the key is either wholly revoked and announced or untouched.
-    pub async fn revoke_returning_invalidation(
+    pub(crate) async fn revoke_returning_invalidation(
         &self,
         id: &str,
     ) -> Result<Option<Invalidation>, KeyError> {

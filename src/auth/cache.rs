@@ -11,7 +11,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
-use super::principal::{unix_now, Principal};
+use crate::principal::{unix_now, Principal};
 use crate::store::Invalidation;
 
 /// A cached principal and how long it may stay.
@@ -80,7 +80,7 @@ pub enum Cached {
 /// lookup asks the store, handed back when its answer is cached. An answer read before an
 /// invalidation landed may describe a credential revoked since, so it is not cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket(u64);
+pub(crate) struct Ticket(u64);
 
 /// The in-process decision cache.
 pub struct DecisionCache {
@@ -146,7 +146,7 @@ impl DecisionCache {
     }
 
     /// The invalidations seen so far; take it before a lookup goes to the store.
-    pub fn ticket(&self) -> Ticket {
+    pub(crate) fn ticket(&self) -> Ticket {
         Ticket(self.epoch.load(Ordering::SeqCst))
     }
 
@@ -160,7 +160,12 @@ impl DecisionCache {
     /// lookup in flight cannot be undone by it. The entry is inserted and the epoch checked
     /// after; `apply` moves the epoch before it removes entries, so either this sees the move
     /// or the removal comes after the insert.
-    pub fn put_known_since(&self, hash: [u8; 32], principal: Arc<Principal>, ticket: Ticket) {
+    pub(crate) fn put_known_since(
+        &self,
+        hash: [u8; 32],
+        principal: Arc<Principal>,
+        ticket: Ticket,
+    ) {
         if self.invalidated_since(ticket) {
             return;
         }
@@ -172,7 +177,7 @@ impl DecisionCache {
 
     /// `put_unknown` for a lookup that took `ticket` first (a key created meanwhile publishes
     /// an invalidation, which must not be undone by an older "does not exist").
-    pub fn put_unknown_since(&self, hash: [u8; 32], ticket: Ticket) {
+    pub(crate) fn put_unknown_since(&self, hash: [u8; 32], ticket: Ticket) {
         if self.invalidated_since(ticket) {
             return;
         }
@@ -196,17 +201,17 @@ impl DecisionCache {
     }
 
     /// Remembers that a credential does not exist.
-    pub fn put_unknown(&self, hash: [u8; 32]) {
+    pub(crate) fn put_unknown(&self, hash: [u8; 32]) {
         self.unknown.insert(hash, ());
     }
 
     /// Whether a token id was revoked (as told by an invalidation).
-    pub fn is_revoked_locally(&self, jti: &str) -> bool {
+    pub(crate) fn is_revoked_locally(&self, jti: &str) -> bool {
         self.revoked_jti.contains_key(jti)
     }
 
     /// Applies an invalidation from any node.
-    pub fn apply(&self, invalidation: &Invalidation) {
+    pub(crate) fn apply(&self, invalidation: &Invalidation) {
         // Before removing anything: see `put_known_since`.
         self.epoch.fetch_add(1, Ordering::SeqCst);
         match invalidation {
@@ -229,7 +234,7 @@ impl DecisionCache {
     }
 
     /// Drops every cached decision (used when the auth config changes on reload).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.known.invalidate_all();
         self.unknown.invalidate_all();
@@ -239,7 +244,7 @@ impl DecisionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Credential;
+    use crate::principal::Credential;
 
     fn cache() -> DecisionCache {
         DecisionCache::new(

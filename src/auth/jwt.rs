@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::jwks::{keys_fingerprint, JwksClient, JwksSettings, KeyError, KeySet, PinnedKey};
 use crate::config::{read_secret, Dur, JwtConfig, JwtKeyConfig, Lenient};
+use crate::principal::unix_now;
 
 /// Longest token accepted; longer ones are `Malformed` before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -458,12 +459,6 @@ fn positive(value: &Lenient<Dur>, field: &'static str) -> Result<Duration, JwtSe
     Ok(d)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 // === impl TokenParts ===
 
 /// A token split and decoded, its header checked; the signature not yet verified.
@@ -723,8 +718,9 @@ pub(crate) mod test_support {
     use jsonwebtoken::{Algorithm, EncodingKey};
     use serde_json::{json, Value};
 
-    use super::{unix_now, JwtVerifier};
+    use super::JwtVerifier;
     use crate::config::JwtConfig;
+    use crate::principal::unix_now;
 
     /// A generated key pair, in PEM.
     pub struct KeyPair {

@@ -6,12 +6,11 @@
 //! credentials then get 503 `store_unavailable` (or pass anonymously where a route says so),
 //! while credentials already in the local tier keep working.
 
-pub mod api_key;
-pub mod cache;
+pub(crate) mod api_key;
+pub(crate) mod cache;
 mod config_check;
 pub mod jwks;
 pub mod jwt;
-pub mod principal;
 
 pub use config_check::config_issues;
 
@@ -21,11 +20,14 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use prometheus::{IntCounterVec, Opts, Registry};
 
-pub use api_key::{KeyHasher, KeyRecord, KeyStore, NewKey, StaticKey};
+pub(crate) use api_key::StaticKey;
+pub use api_key::{KeyError, KeyHasher, KeyRecord, KeyStore, NewKey};
 pub use cache::{CacheMetrics, Cached, DecisionCache};
-pub use principal::{unix_now, Credential, Principal};
+// Re-exported for callers that name them through auth; new code uses `crate::principal`.
+pub use crate::principal::{Credential, Principal};
 
 use crate::config::{AuthMethod, AuthStoreFailure};
+use crate::principal::unix_now;
 use crate::store::{Store, StoreError};
 use jwt::{JwtError, JwtVerifier};
 use sha2::{Digest, Sha256};
@@ -54,7 +56,7 @@ pub enum AuthFailure {
 
 impl AuthFailure {
     /// HTTP status.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             AuthFailure::InsufficientScope => 403,
             AuthFailure::StoreUnavailable | AuthFailure::JwksUnavailable => 503,
@@ -63,7 +65,7 @@ impl AuthFailure {
     }
 
     /// Machine code for the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "credentials_missing",
             AuthFailure::InvalidKey => "invalid_api_key",
@@ -77,7 +79,7 @@ impl AuthFailure {
     }
 
     /// Human text for the JSON body; fixed strings, never request data.
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "this route needs credentials",
             AuthFailure::InvalidKey => "the API key is not valid",
@@ -94,7 +96,7 @@ impl AuthFailure {
 
     /// A credential was presented and refused (what `[rate_limit.failed_auth]` counts): not
     /// a missing one, not a valid one lacking a scope, not a store failure.
-    pub fn is_rejected_credential(&self) -> bool {
+    pub(crate) fn is_rejected_credential(&self) -> bool {
         matches!(
             self,
             AuthFailure::InvalidKey
@@ -105,7 +107,7 @@ impl AuthFailure {
     }
 
     /// The `result` label of the decision metric.
-    pub fn result(&self) -> &'static str {
+    pub(crate) fn result(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing",
             AuthFailure::InvalidKey => "invalid",
@@ -119,7 +121,7 @@ impl AuthFailure {
     }
 
     /// The `WWW-Authenticate` challenge (RFC 6750 for bearer tokens).
-    pub fn challenge(&self, methods: &[AuthMethod]) -> Option<&'static str> {
+    pub(crate) fn challenge(&self, methods: &[AuthMethod]) -> Option<&'static str> {
         match self {
             AuthFailure::InvalidToken(_, challenge) => Some(challenge),
             AuthFailure::InsufficientScope if methods.contains(&AuthMethod::Jwt) => {
@@ -196,18 +198,41 @@ impl AuthMetrics {
 }
 
 /// The process-wide parts of authentication: store, local cache, metrics.
+///
+/// The fields are private so that every operation that changes what a credential is worth
+/// (revoking a key or a token, replacing config-declared keys) goes through one method that
+/// also updates this node's cache: callers ask, they do not reach into the cache.
 pub struct AuthShared {
     /// The store holding keys and revocations.
-    pub store: Arc<Store>,
+    store: Arc<Store>,
     /// The local tier.
-    pub cache: DecisionCache,
+    cache: DecisionCache,
     /// Decision metrics.
-    pub metrics: AuthMetrics,
+    metrics: AuthMetrics,
 }
 
 impl AuthShared {
+    /// The shared parts over `store`, with `cache` as the local tier.
+    pub fn new(store: Arc<Store>, cache: DecisionCache, metrics: AuthMetrics) -> AuthShared {
+        AuthShared {
+            store,
+            cache,
+            metrics,
+        }
+    }
+
+    /// The store holding keys and revocations.
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Forgets every cached decision (the auth settings changed, so none of them holds).
+    pub fn clear_decisions(&self) {
+        self.cache.clear();
+    }
+
     /// Applies invalidations from every node to the local tier, until the store goes away.
-    pub async fn follow_invalidations(self: Arc<Self>) {
+    pub(crate) async fn follow_invalidations(self: Arc<Self>) {
         let mut rx = self.store.invalidations();
         loop {
             match rx.recv().await {
@@ -221,9 +246,36 @@ impl AuthShared {
         }
     }
 
+    /// Revokes the API key `id` of `keys` on every node, in one atomic store operation;
+    /// whether it existed. This node forgets the key before the call returns, so a caller told
+    /// "revoked" can never use the key here again; the others learn it from the store.
+    pub(crate) async fn revoke_key(&self, keys: &KeyStore, id: &str) -> Result<bool, KeyError> {
+        let Some(invalidation) = keys.revoke_returning_invalidation(id).await? else {
+            return Ok(false);
+        };
+        self.cache.apply(&invalidation);
+        Ok(true)
+    }
+
+    /// Makes `new` the config-declared keys in the store in place of `old` (see
+    /// [`KeyStore::replace_static`]); this node forgets the purged keys before the call
+    /// returns, the others learn it from the store.
+    pub(crate) async fn replace_static_keys(
+        &self,
+        keys: &KeyStore,
+        old: &[StaticKey],
+        new: &[StaticKey],
+        ttl: std::time::Duration,
+    ) -> Result<(), KeyError> {
+        for invalidation in keys.replace_static(old, new, ttl).await? {
+            self.cache.apply(&invalidation);
+        }
+        Ok(())
+    }
+
     /// Records a revoked token id until `expires_at` (unix seconds) and tells every node, in
     /// one atomic store operation (a timeout never leaves a marker the nodes were not told of).
-    pub async fn revoke_jti(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+    pub(crate) async fn revoke_jti(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
         let ttl = expires_at.saturating_sub(unix_now()).max(1);
         let key = self.store.key("revoked-jti", jti, "");
         let invalidation = format!("jti:{jti}");
@@ -279,48 +331,69 @@ impl Authenticator {
     }
 
     /// The same authenticator, declaring `keys` as this runtime's config-declared API keys.
-    pub fn with_static_keys(mut self, keys: Vec<StaticKey>) -> Authenticator {
+    pub(crate) fn with_static_keys(mut self, keys: Vec<StaticKey>) -> Authenticator {
         self.static_keys = keys;
         self
     }
 
     /// The config-declared API keys of this runtime.
-    pub fn static_keys(&self) -> &[StaticKey] {
+    pub(crate) fn static_keys(&self) -> &[StaticKey] {
         &self.static_keys
     }
 
     /// The JWT verifier, when JWTs are configured.
-    pub fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
+    pub(crate) fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
         self.jwt.as_ref()
     }
 
     /// Headers set from claims, which are removed from every client request.
-    pub fn claim_headers(&self) -> &[HeaderName] {
+    pub(crate) fn claim_headers(&self) -> &[HeaderName] {
         &self.claim_headers
     }
 
     /// Starts the JWKS background refresh unless it runs already; call from inside a tokio
     /// runtime. The flag lives on the client, which a reload with unchanged JWKS settings
     /// keeps, so reloads never add loops.
-    pub fn ensure_jwks_refresh(&self) {
+    pub(crate) fn ensure_jwks_refresh(&self) {
         if let Some(client) = self.jwt.as_ref().and_then(|v| v.jwks()) {
             client.ensure_refresh();
         }
     }
 
-    /// The shared parts.
-    pub fn shared(&self) -> &Arc<AuthShared> {
-        &self.shared
-    }
-
     /// The key store, when API keys are configured.
-    pub fn keys(&self) -> Option<&KeyStore> {
+    pub(crate) fn keys(&self) -> Option<&KeyStore> {
         self.api_key.as_ref().map(|(_, k)| k)
     }
 
     /// Where API keys are read from, when configured.
-    pub fn api_key_source(&self) -> Option<&ApiKeySource> {
+    pub(crate) fn api_key_source(&self) -> Option<&ApiKeySource> {
         self.api_key.as_ref().map(|(s, _)| s)
+    }
+
+    /// The key store, or [`KeyError::Disabled`] when API keys are not configured.
+    fn key_store(&self) -> Result<&KeyStore, KeyError> {
+        self.keys().ok_or(KeyError::Disabled)
+    }
+
+    /// Creates an API key; its record and the key itself (shown to the caller once).
+    pub(crate) async fn create_key(&self, new: NewKey) -> Result<(KeyRecord, String), KeyError> {
+        self.key_store()?.create(new).await
+    }
+
+    /// The live API keys of a consumer.
+    pub(crate) async fn list_keys(&self, consumer: &str) -> Result<Vec<KeyRecord>, KeyError> {
+        self.key_store()?.list(consumer).await
+    }
+
+    /// Revokes an API key by id on every node, this one before returning; whether it existed.
+    pub(crate) async fn revoke_key(&self, id: &str) -> Result<bool, KeyError> {
+        self.shared.revoke_key(self.key_store()?, id).await
+    }
+
+    /// Revokes a token id until `expires_at` (unix seconds) on every node, this one before
+    /// returning.
+    pub(crate) async fn revoke_jti(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.shared.revoke_jti(jti, expires_at).await
     }
 
     /// Authenticates a request for a route; `Ok(None)` lets it through anonymously.
@@ -485,7 +558,7 @@ fn bearer_token(req: &RequestHeader) -> Option<&str> {
 }
 
 /// The raw value of a query parameter (first occurrence).
-pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v)
@@ -493,7 +566,7 @@ pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The query string without parameter `name`; `None` when nothing remains.
-pub fn query_without(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_without(query: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
@@ -503,13 +576,141 @@ pub fn query_without(query: &str, name: &str) -> Option<String> {
 }
 
 /// The header value for `X-Consumer-Id`, if the consumer id is a valid header value.
-pub fn consumer_header(p: &Principal) -> Option<HeaderValue> {
+pub(crate) fn consumer_header(p: &Principal) -> Option<HeaderValue> {
     HeaderValue::from_str(&p.consumer).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// An authenticator over the in-process store, with API keys read from `x-api-key` when
+    /// `api_keys` is set.
+    fn authenticator(api_keys: bool) -> Authenticator {
+        let registry = Registry::new();
+        let store = Store::from_config(None, &registry).expect("in-process store");
+        let cache = DecisionCache::new(
+            1000,
+            Duration::from_secs(300),
+            1000,
+            Duration::from_secs(5),
+            CacheMetrics::new(&registry),
+        );
+        let keys = KeyStore::new(
+            store.clone(),
+            KeyHasher::new(None),
+            Duration::from_secs(3600),
+        );
+        let shared = Arc::new(AuthShared::new(store, cache, AuthMetrics::new(&registry)));
+        let source = ApiKeySource {
+            header: HeaderName::from_static("x-api-key"),
+            query_param: None,
+        };
+        Authenticator::new(shared, api_keys.then_some((source, keys)), None, Vec::new())
+    }
+
+    fn api_key_route() -> RouteAuth {
+        RouteAuth {
+            methods: vec![AuthMethod::ApiKey],
+            ..RouteAuth::default()
+        }
+    }
+
+    fn request_with_key(key: &str) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        req.insert_header("x-api-key", key).expect("header");
+        req
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_is_refused_here_as_soon_as_revoke_returns() {
+        let auth = authenticator(true);
+        let (record, key) = auth
+            .create_key(NewKey {
+                consumer: "alice".into(),
+                ..NewKey::default()
+            })
+            .await
+            .expect("create");
+        let req = request_with_key(&key);
+        let first = auth.authenticate(&req, "r", &api_key_route()).await;
+        assert_eq!(
+            first
+                .expect("a live key passes")
+                .map(|p| p.consumer.clone()),
+            Some("alice".to_string())
+        );
+        // The decision is now in the local tier, and nothing follows the store's
+        // invalidations here: only the revocation itself can make this node forget it.
+        assert!(auth.revoke_key(&record.id).await.expect("revoke"));
+        let after = auth.authenticate(&req, "r", &api_key_route()).await;
+        assert_eq!(after.map(|_| ()), Err(AuthFailure::InvalidKey));
+        assert!(!auth.revoke_key(&record.id).await.expect("revoke again"));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_id_is_known_here_as_soon_as_revoke_returns() {
+        let auth = authenticator(false);
+        auth.revoke_jti("token-1", unix_now() + 60)
+            .await
+            .expect("revoke jti");
+        assert!(auth.shared.cache.is_revoked_locally("token-1"));
+        assert!(!auth.shared.cache.is_revoked_locally("token-2"));
+    }
+
+    #[tokio::test]
+    async fn replaced_declared_keys_are_forgotten_here_as_soon_as_the_call_returns() {
+        let auth = authenticator(true);
+        let keys = auth.keys().expect("api keys").clone();
+        let declared = |id: &str, value: &str| StaticKey {
+            record: KeyRecord {
+                id: id.into(),
+                consumer: "svc".into(),
+                plan: None,
+                scopes: Vec::new(),
+                labels: Default::default(),
+                created_at: unix_now(),
+                expires_at: unix_now() + 3600,
+            },
+            hash: keys.hasher().hash(value),
+        };
+        let old = [declared("svc", "pc_old-value")];
+        let new = [declared("svc", "pc_new-value")];
+        let ttl = Duration::from_secs(3600);
+        auth.shared
+            .replace_static_keys(&keys, &[], &old, ttl)
+            .await
+            .expect("install");
+        let old_req = request_with_key("pc_old-value");
+        assert!(auth
+            .authenticate(&old_req, "r", &api_key_route())
+            .await
+            .is_ok());
+        auth.shared
+            .replace_static_keys(&keys, &old, &new, ttl)
+            .await
+            .expect("rotate");
+        let after = auth.authenticate(&old_req, "r", &api_key_route()).await;
+        assert_eq!(after.map(|_| ()), Err(AuthFailure::InvalidKey));
+        let new_req = request_with_key("pc_new-value");
+        assert!(auth
+            .authenticate(&new_req, "r", &api_key_route())
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn key_operations_without_api_keys_say_they_are_disabled() {
+        let auth = authenticator(false);
+        let created = auth.create_key(NewKey::default()).await;
+        assert!(matches!(created, Err(KeyError::Disabled)), "{created:?}");
+        let listed = auth.list_keys("alice").await;
+        assert!(matches!(listed, Err(KeyError::Disabled)), "{listed:?}");
+        let revoked = auth.revoke_key("0123456789abcdef").await;
+        assert!(matches!(revoked, Err(KeyError::Disabled)), "{revoked:?}");
+    }
 
     #[test]
     fn query_helpers_find_and_strip_a_parameter() {

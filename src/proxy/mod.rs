@@ -19,11 +19,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use crate::auth::{consumer_header, query_value, query_without, Principal};
+use crate::auth::{consumer_header, query_value, query_without};
 use crate::config::{AuthMethod, HashKey};
 use crate::observe::{
     accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, Redactor, RequestId,
 };
+use crate::principal::Principal;
 use crate::ratelimit::{Quota, RequestFacts, Verdict};
 use crate::runtime::{Route, Runtime, RuntimeHandle};
 use error::GatewayError;

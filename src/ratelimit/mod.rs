@@ -22,8 +22,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Principal;
 use crate::config::{RateAlgorithm, RateLimitConfig, RateLimitFailure, RateLimitRule};
+use crate::principal::Principal;
 use crate::store::{Store, StoreError};
 use algorithm::{Algorithm, Decision, RuleCheck};
 use breaker::{Breaker, Permit};

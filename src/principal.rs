@@ -1,4 +1,7 @@
-//! Who a request is from, once authenticated.
+//! Who a request is from, once authenticated: the leaf shared by auth (which produces it),
+//! rate limits (which count by its consumer and plan) and the proxy (which forwards it).
+//!
+//! It imports nothing of ours, so limits can read a principal without depending on auth.
 
 use http::{HeaderName, HeaderValue};
 
@@ -36,13 +39,13 @@ pub enum Credential {
 
 impl Principal {
     /// Whether every scope in `required` is granted.
-    pub fn has_scopes(&self, required: &[String]) -> bool {
+    pub(crate) fn has_scopes(&self, required: &[String]) -> bool {
         required.iter().all(|r| self.scopes.iter().any(|s| s == r))
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+/// Seconds since the Unix epoch: the clock [`Principal::expires_at`] is measured on.
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
