@@ -1,20 +1,26 @@
 //! Portcullis: an API gateway on Pingora whose shared state lives in Redis.
 //!
-//! Modules, one per concern; dependencies point one way (proxy and admin use the others):
+//! Modules, one per concern; an arrow of `docs/architecture.md` points from a module to the
+//! ones it may use, never back up:
 //!
-//! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation.
-//! - [`cli_keys`]: the `keys` subcommands, talking to the configured store directly.
-//! - [`config`]: the TOML model, validation that reports every problem with its path, secrets
-//!   from environment variables or files.
+//! - `server`, `admin` (loopback health, readiness, metrics, reload, keys, revocations), and
+//!   [`cli_keys`] (the `keys` subcommands against the configured store): assembly and edges.
 //! - [`runtime`]: a validated config compiled into the immutable form requests run against
-//!   (routing table, pools, pre-parsed headers), swapped atomically on reload.
-//! - [`proxy`]: the Pingora `ProxyHttp` implementation, routing, upstream pools with health
-//!   checks, forwarding headers, and the one error type that knows its HTTP status.
-//! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), headers.
-//! - [`observe`]: Prometheus metrics, the JSON access log with redaction, request ids.
-//! - [`admin`]: the loopback admin service (health, readiness, metrics, reload).
-//! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, invalidations.
-//! - [`server`]: assembles the Pingora server from a config file.
+//!   (routing table, pools, redactor, spoof guard, authenticator), swapped atomically on
+//!   reload; [`runtime::load_config`] is the one way in for a config file.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation, the canonical request path, routing,
+//!   upstream pools with health checks, forwarding headers and the real client IP, and the one
+//!   error type that knows its HTTP status.
+//! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, and the checks of
+//!   `[auth]` that need auth's own code.
+//! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), bounded
+//!   in-process counters, the failed-authentication limiter, headers.
+//! - [`principal`] and [`observe`]: leaves the features share: who a request is from; metrics
+//!   with bounded labels, the redacting access log, the process log, request ids.
+//! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, atomic
+//!   revocation scripts, invalidations.
+//! - [`config`]: the TOML model, validation that reports every problem with its path, secrets
+//!   from environment variables or files. Imports nothing of ours.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
