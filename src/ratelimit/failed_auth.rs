@@ -57,6 +57,8 @@ pub struct FailedAuthGuard {
     /// Unix ms before which some network may be over its limit (0: none has been). Raised
     /// only when a recorded failure leaves a network over, to when that network may present
     /// credentials again; never lowered, so it can only err towards looking the counter up.
+    /// (A reload that tightens the policy lets a network already over the new limit present
+    /// one more rejected credential, whose recording raises this again.)
     blocked_until_ms: AtomicU64,
 }
 
