@@ -1,6 +1,8 @@
 //! The rate-limit hot path without the network: building the counter keys and deciding two
 //! rules in process (what a single node without Redis pays per request), encoding a Redis call
-//! and parsing its reply, and rendering the response headers.
+//! and parsing its reply, rendering the response headers, and the `[rate_limit.failed_auth]`
+//! check every request to an authenticated route pays (one atomic load while no network is
+//! blocked; a counter lookup once one is).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::config::{self, RateLimitFailure};
@@ -107,6 +109,25 @@ fn bench_rate_limit(c: &mut Criterion) {
             let mut n = 0;
             policy.write_headers(black_box(&quota), |_, v| n += v.len());
             n
+        })
+    });
+    let client = Some("203.0.113.9".parse().expect("ip"));
+    group.bench_function("failed_auth_check_none_blocked", |b| {
+        b.iter(|| {
+            let blocked = limiter.failed_auth_retry_after(black_box(&policy), black_box(client));
+            assert!(blocked.is_none());
+        })
+    });
+    // Another network over the limit (100 by default) turns the lookup on for everyone.
+    let attacker = Some("198.51.100.1".parse().expect("ip"));
+    for _ in 0..100 {
+        limiter.record_failed_auth(&policy, attacker);
+    }
+    assert!(limiter.failed_auth_retry_after(&policy, attacker).is_some());
+    group.bench_function("failed_auth_check_other_network_blocked", |b| {
+        b.iter(|| {
+            let blocked = limiter.failed_auth_retry_after(black_box(&policy), black_box(client));
+            assert!(blocked.is_none());
         })
     });
     group.finish();

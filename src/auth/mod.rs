@@ -437,6 +437,57 @@ impl Authenticator {
         Err(AuthFailure::Missing)
     }
 
+    /// The decision for a request that this node's local tier already holds as valid, for
+    /// a client that may cost neither the store nor a signature check (its network is over
+    /// `[rate_limit.failed_auth]`, and may be shared with legitimate clients). Looks at the
+    /// credential `authenticate` would decide by, under the cache key `check_api_key` or
+    /// `check_jwt` derives for it: `Some` when that key is a known valid credential (the
+    /// principal, or `InsufficientScope` without the route's scopes), `None` when deciding
+    /// would need the store or a verification.
+    pub(crate) fn authenticate_cached(
+        &self,
+        req: &RequestHeader,
+        route_name: &str,
+        route: &RouteAuth,
+    ) -> Option<Result<Arc<Principal>, AuthFailure>> {
+        for method in &route.methods {
+            let (label, hash) = match method {
+                AuthMethod::ApiKey => {
+                    let Some(key) = self.api_key_of(req) else {
+                        continue;
+                    };
+                    let (_, keys) = self.api_key.as_ref()?;
+                    if key.is_empty() || key.len() > MAX_API_KEY_LEN {
+                        return None;
+                    }
+                    ("api_key", keys.hasher().hash(key))
+                }
+                AuthMethod::Jwt => {
+                    let Some(token) = bearer_token(req) else {
+                        continue;
+                    };
+                    let verifier = self.jwt.as_ref()?;
+                    if token.len() > jwt::MAX_TOKEN_BYTES {
+                        return None;
+                    }
+                    ("jwt", jwt_cache_key(token, &verifier.key_fingerprint()))
+                }
+            };
+            let Cached::Known(p) = self.shared.cache.get(&hash) else {
+                return None;
+            };
+            let result = if p.has_scopes(&route.required_scopes) {
+                Ok(p)
+            } else {
+                Err(AuthFailure::InsufficientScope)
+            };
+            let outcome = result.as_ref().map_or_else(|f| f.result(), |_| "ok");
+            self.shared.metrics.record(route_name, label, outcome);
+            return Some(result);
+        }
+        None
+    }
+
     /// The API key in the request, from the header or the query parameter.
     fn api_key_of<'a>(&self, req: &'a RequestHeader) -> Option<&'a str> {
         let (source, _) = self.api_key.as_ref()?;
@@ -699,6 +750,46 @@ mod tests {
             .authenticate(&new_req, "r", &api_key_route())
             .await
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn only_a_key_cached_as_valid_is_decided_without_the_store() {
+        let auth = authenticator(true);
+        let (_, key) = auth
+            .create_key(NewKey {
+                consumer: "alice".into(),
+                scopes: vec!["orders:read".into()],
+                ..NewKey::default()
+            })
+            .await
+            .expect("create");
+        let req = request_with_key(&key);
+        let route = api_key_route();
+        assert!(
+            auth.authenticate_cached(&req, "r", &route).is_none(),
+            "not yet in the local tier"
+        );
+        auth.authenticate(&req, "r", &route).await.expect("valid");
+        let cached = auth.authenticate_cached(&req, "r", &route);
+        let consumer = cached.map(|r| r.map(|p| p.consumer.clone()));
+        assert_eq!(consumer, Some(Ok("alice".to_string())));
+        // Scopes still apply.
+        let scoped = RouteAuth {
+            required_scopes: vec!["orders:write".into()],
+            ..api_key_route()
+        };
+        let refused = auth.authenticate_cached(&req, "r", &scoped);
+        assert_eq!(
+            refused.map(|r| r.map(|_| ())),
+            Some(Err(AuthFailure::InsufficientScope))
+        );
+        // A key known not to exist is not decided here either: it is refused by the caller.
+        let unknown = request_with_key("pc_not-a-key");
+        assert!(auth.authenticate(&unknown, "r", &route).await.is_err());
+        assert!(auth.authenticate_cached(&unknown, "r", &route).is_none());
+        // No credential, or one for no configured method: nothing to decide.
+        let bare = RequestHeader::build("GET", b"/", None).expect("request");
+        assert!(auth.authenticate_cached(&bare, "r", &route).is_none());
     }
 
     #[tokio::test]

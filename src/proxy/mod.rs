@@ -209,7 +209,8 @@ fn add_rate_limit_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result
 }
 
 /// Runs the route's authentication and stores the principal in the context. A client network
-/// over `[rate_limit.failed_auth]` is refused before any credential is looked at.
+/// over `[rate_limit.failed_auth]` gets only what the local tier decides: a credential cached
+/// as valid passes, anything needing the store or a signature check is refused with 429.
 async fn authenticate(
     session: &Session,
     ctx: &mut RequestCtx,
@@ -225,7 +226,25 @@ async fn authenticate(
     // not everyone behind the balancer.
     let ip = ctx.client_ip;
     if let Some(secs) = limiter.failed_auth_retry_after(&route.rate_limit, ip) {
-        return Err(GatewayError::TooManyFailedAttempts(secs));
+        // The network may be a NAT or an IPv6 /64 shared with the attacker: its clients with
+        // credentials this node already knows as valid are not locked out.
+        let cached = rt
+            .auth
+            .authenticate_cached(session.req_header(), &route.name, &route.auth);
+        return match cached {
+            Some(Ok(principal)) => {
+                ctx.principal = Some(principal);
+                Ok(())
+            }
+            Some(Err(failure)) => {
+                let challenge = failure.challenge(&route.auth.methods);
+                Err(GatewayError::Auth(failure, challenge))
+            }
+            None => {
+                limiter.count_failed_auth_refusal();
+                Err(GatewayError::TooManyFailedAttempts(secs))
+            }
+        };
     }
     match rt
         .auth

@@ -41,7 +41,7 @@ impl Breaker {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        super::duration_ms(self.epoch.elapsed())
     }
 
     /// Asks whether to call the store now.
@@ -71,9 +71,20 @@ impl Breaker {
 
     /// Reports a failed call: opens the breaker at the threshold (or re-opens after a probe).
     pub fn failure(&self, was_probe: bool) {
-        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        // Saturating: a store down long enough must not wrap the count back below the threshold.
+        let previous = self
+            .failures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_add(1))
+            })
+            .unwrap_or_else(|n| n);
+        let n = previous.saturating_add(1);
         if was_probe || n >= self.threshold {
-            let until = self.now_ms() + self.open_for.as_millis() as u64;
+            // `breaker_open_for` is any positive duration: a huge one means "until a probe is
+            // due at the end of time", never a wrapped, short one.
+            let until = self
+                .now_ms()
+                .saturating_add(super::duration_ms(self.open_for));
             if self.open_until_ms.swap(until.max(1), Ordering::AcqRel) == 0 {
                 log::warn!(
                     "rate limit: {n} consecutive store failures, circuit breaker open for {:?}",
@@ -114,5 +125,30 @@ mod tests {
         b.success();
         assert_eq!(b.permit(), Permit::Call);
         assert!(!b.is_open());
+    }
+
+    #[test]
+    fn a_huge_open_for_keeps_the_breaker_open_instead_of_overflowing() {
+        for open_for in [
+            Duration::MAX,
+            Duration::from_millis(u64::MAX) + Duration::from_secs(1),
+        ] {
+            let b = Breaker::new(1, open_for);
+            // A clock past its epoch, so that adding the open time would overflow.
+            std::thread::sleep(Duration::from_millis(2));
+            b.failure(false);
+            assert_eq!(b.permit(), Permit::Skip, "{open_for:?}");
+        }
+    }
+
+    #[test]
+    fn the_failure_count_saturates() {
+        let b = Breaker::new(u32::MAX, Duration::from_secs(60));
+        b.failures.store(u32::MAX - 1, Ordering::Release);
+        b.failure(false);
+        assert_eq!(b.permit(), Permit::Skip, "the threshold was reached");
+        b.failure(false);
+        assert_eq!(b.failures.load(Ordering::Acquire), u32::MAX);
+        assert_eq!(b.permit(), Permit::Skip);
     }
 }

@@ -224,7 +224,7 @@ fn fits(check: &RuleCheck, view: &View) -> bool {
     match view {
         View::Window { counter, elapsed } => {
             let w = u128::from(window_of(check));
-            window_usage(counter, *elapsed, w) + u128::from(check.cost) * w
+            window_usage(counter, *elapsed, w).saturating_add(u128::from(check.cost) * w)
                 <= u128::from(check.limit) * w
         }
         View::Log { usage } => {
@@ -336,7 +336,8 @@ impl Counters {
         {
             entries.pop_front();
         }
-        entries.iter().map(|&(_, n)| n).sum()
+        // Saturating, as everywhere units are added: a plain `sum` panics on overflow in debug.
+        entries.iter().fold(0, |sum, &(_, n)| sum.saturating_add(n))
     }
 
     fn count(&mut self, check: &RuleCheck, view: &mut View, now: u64) {
@@ -414,9 +415,10 @@ fn roll(stored: Option<WindowCounter>, index: u64) -> WindowCounter {
     }
 }
 
-/// Usage scaled by the window: `prev × (window - elapsed) + cur × window`.
+/// Usage scaled by the window: `prev × (window - elapsed) + cur × window`. Each product of
+/// two u64 fits a u128, their sum may not (counts and window near `u64::MAX`): saturating.
 fn window_usage(c: &WindowCounter, elapsed: u64, window: u128) -> u128 {
-    u128::from(c.prev) * (window - u128::from(elapsed)) + u128::from(c.cur) * window
+    (u128::from(c.prev) * (window - u128::from(elapsed))).saturating_add(u128::from(c.cur) * window)
 }
 
 fn window_outcome(
@@ -458,7 +460,9 @@ fn window_retry_after(check: &RuleCheck, c: &WindowCounter, elapsed: u64) -> u64
     }
     let w = u128::from(window);
     let (cost, limit) = (u128::from(check.cost), u128::from(check.limit));
-    let need = (window_usage(c, elapsed, w) + cost * w).saturating_sub(limit * w);
+    let need = window_usage(c, elapsed, w)
+        .saturating_add(cost * w)
+        .saturating_sub(limit * w);
     if need == 0 {
         return 0;
     }
@@ -469,7 +473,8 @@ fn window_retry_after(check: &RuleCheck, c: &WindowCounter, elapsed: u64) -> u64
             return saturate(t);
         }
     }
-    let need_next = ((u128::from(c.cur) + cost) * w).saturating_sub(limit * w);
+    // `cur + cost` may exceed u64, so its product with the window may exceed u128.
+    let need_next = ((u128::from(c.cur) + cost).saturating_mul(w)).saturating_sub(limit * w);
     if need_next == 0 {
         return window - elapsed;
     }
@@ -918,6 +923,45 @@ mod tests {
         shadow.shadow = false;
         shadow.limit = LOG_CAP;
         assert!(!limiter.decide(&[shadow], T0).admitted);
+    }
+
+    #[test]
+    fn huge_limits_costs_and_windows_never_overflow_the_window_math() {
+        let limiter = LocalLimiter::new();
+        let mut check = rule("k", Algorithm::SlidingWindow, u64::MAX, u64::MAX);
+        check.cost = u64::MAX;
+        let first = limiter.decide(std::slice::from_ref(&check), T0);
+        assert!(first.admitted, "a cost equal to the limit fits once");
+        assert_eq!(first.rules[0].remaining, 0);
+        // Now usage × window + cost × window is twice u64::MAX², beyond u128.
+        let second = limiter.decide(std::slice::from_ref(&check), T0 + 1);
+        assert!(!second.admitted);
+        assert!(second.rules[0].retry_after_ms > 0);
+        check.count_denied = true;
+        for t in 2..5 {
+            let d = limiter.decide(std::slice::from_ref(&check), T0 + t);
+            assert!(!d.admitted && d.rules[0].retry_after_ms > 0);
+        }
+    }
+
+    #[test]
+    fn huge_costs_never_overflow_the_log_math() {
+        let limiter = LocalLimiter::new();
+        let mut check = rule("k", Algorithm::SlidingLog, u64::MAX, 60_000);
+        check.cost = 1 << 63;
+        // Two units of 2^63 at different times: their sum is 2^64.
+        assert!(limiter.decide(std::slice::from_ref(&check), T0).admitted);
+        let second = limiter.decide(std::slice::from_ref(&check), T0 + 1);
+        assert!(!second.admitted, "2^63 + 2^63 exceeds u64::MAX");
+        check.shadow = true;
+        assert!(
+            limiter
+                .decide(std::slice::from_ref(&check), T0 + 2)
+                .admitted
+        );
+        let d = limiter.decide(std::slice::from_ref(&check), T0 + 3);
+        assert!(d.admitted && !d.rules[0].allowed);
+        assert_eq!(d.rules[0].remaining, 0);
     }
 
     #[test]

@@ -302,7 +302,7 @@ impl RoutePolicy {
         for r in rules {
             let subject = Subject::parse(&r.by, &claim_header)
                 .map_err(|e| format!("rule {:?}: {e}", r.name))?;
-            let window_ms = r.window.ok().map_or(60_000, |d| d.0.as_millis() as u64);
+            let window_ms = r.window.ok().map_or(60_000, |d| duration_ms(d.0));
             let m = |outcome: &str| {
                 metrics
                     .decisions
@@ -525,7 +525,8 @@ impl Limiter {
 
     /// Seconds until `client_ip` may present credentials on this route again, when its network
     /// is over `[rate_limit.failed_auth]`; `None` when it may now. Call before any credential
-    /// is looked at: this is what keeps a flood of bogus credentials away from the store.
+    /// is looked up in the store or verified: this is what keeps a flood of bogus credentials
+    /// away from the store. While no network is blocked this is one atomic load.
     pub fn failed_auth_retry_after(
         &self,
         policy: &RoutePolicy,
@@ -538,6 +539,11 @@ impl Limiter {
             client_ip,
             local::unix_ms(),
         )
+    }
+
+    /// Counts a request refused because its network is over `[rate_limit.failed_auth]`.
+    pub fn count_failed_auth_refusal(&self) {
+        self.failed_auth.count_refusal();
     }
 
     /// Counts a presented and rejected credential of `client_ip`.
@@ -662,13 +668,11 @@ fn verdict(policy: &RoutePolicy, checks: &[RuleCheck], decision: &Decision) -> V
         }
         if decision.admitted {
             rule.metrics.allowed.inc();
-            if quota.remaining * 5 <= limit {
+            if is_near_limit(quota.remaining, limit) {
                 rule.metrics.near_limit.inc();
             }
         }
-        let tighter = worst
-            .as_ref()
-            .is_none_or(|w| quota.remaining * w.limit.max(1) < w.remaining * limit.max(1));
+        let tighter = worst.as_ref().is_none_or(|w| is_tighter(&quota, w));
         if tighter {
             worst = Some(quota);
         }
@@ -682,8 +686,28 @@ fn verdict(policy: &RoutePolicy, checks: &[RuleCheck], decision: &Decision) -> V
     }
 }
 
+/// Whether `remaining` is 20% of `limit` or less. In u128: `remaining` comes from a store
+/// reply and may be any non-negative i64.
+fn is_near_limit(remaining: u64, limit: u64) -> bool {
+    u128::from(remaining) * 5 <= u128::from(limit)
+}
+
+/// Whether `a` leaves a smaller share of its limit than `b`: `a.remaining / a.limit <
+/// b.remaining / b.limit`, cross-multiplied in u128 because two limits near the 2^53 the
+/// config allows overflow u64.
+fn is_tighter(a: &Quota, b: &Quota) -> bool {
+    u128::from(a.remaining) * u128::from(b.limit.max(1))
+        < u128::from(b.remaining) * u128::from(a.limit.max(1))
+}
+
+/// A duration in whole milliseconds, saturating at `u64::MAX` instead of wrapping.
+pub(crate) fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::algorithm::RuleOutcome;
     use super::*;
 
     fn key(network: ClientNetwork, ip: &str) -> String {
@@ -707,6 +731,131 @@ mod tests {
         let mut none = String::new();
         default.write(&mut none, None);
         assert_eq!(none, "ip:-");
+    }
+
+    /// A route with two rules whose limits are near the largest the config allows for a 1 s
+    /// window (limit × window in ms at most 2^53).
+    fn huge_policy() -> RoutePolicy {
+        let toml = r#"
+[[upstreams]]
+name = "u"
+peers = [{ addr = "127.0.0.1:1" }]
+[[routes]]
+name = "r"
+upstream = "u"
+[[routes.rate_limits]]
+name = "a"
+by = "ip"
+limit = 9000000000000
+window = "1s"
+[[routes.rate_limits]]
+name = "b"
+by = "route"
+limit = 8000000000000
+window = "1s"
+"#;
+        let config = crate::config::parse(toml).expect("test config parses");
+        let issues = crate::config::validate(&config);
+        assert!(
+            issues.is_empty(),
+            "the validator allows these limits: {issues:?}"
+        );
+        let registry = Registry::new();
+        let store = Store::from_config(None, &registry).expect("in-process store");
+        let metrics = RateMetrics::new(&registry);
+        let route = &config.routes[0];
+        RoutePolicy::compile(
+            &route.name,
+            &route.rate_limits,
+            RateLimitFailure::Local,
+            &config.rate_limit,
+            &store,
+            &metrics,
+            |_| None,
+        )
+        .expect("policy compiles")
+    }
+
+    fn admitted(remaining: &[u64]) -> Decision {
+        let rules = remaining
+            .iter()
+            .map(|&remaining| RuleOutcome {
+                allowed: true,
+                remaining,
+                reset_ms: 1_000,
+                retry_after_ms: 0,
+            })
+            .collect();
+        Decision {
+            admitted: true,
+            rules,
+        }
+    }
+
+    fn reported_rule(policy: &RoutePolicy, decision: &Decision) -> Quota {
+        let headers = HeaderMap::new();
+        let facts = RequestFacts {
+            client_ip: Some("192.0.2.7".parse().expect("ip")),
+            principal: None,
+            headers: &headers,
+        };
+        let checks = policy.checks(&facts, 1);
+        match verdict(policy, &checks, decision) {
+            Verdict::Admitted(Some(quota)) => quota,
+            other => panic!("expected an admitted quota, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_tighter_of_two_huge_rules_is_reported_without_overflow() {
+        let policy = huge_policy();
+        // a: all but one left; b: an eighth left. Cross-multiplied, both products are ~7e25.
+        let quota = reported_rule(&policy, &admitted(&[8_999_999_999_999, 1_000_000_000_000]));
+        assert_eq!((quota.rule, quota.remaining), (1, 1_000_000_000_000));
+        let quota = reported_rule(&policy, &admitted(&[1_000_000_000_000, 7_999_999_999_999]));
+        assert_eq!((quota.rule, quota.remaining), (0, 1_000_000_000_000));
+    }
+
+    #[test]
+    fn a_store_reply_with_a_huge_remaining_count_does_not_overflow() {
+        let policy = huge_policy();
+        let huge = i64::MAX as u64;
+        let quota = reported_rule(&policy, &admitted(&[huge, huge]));
+        assert_eq!(quota.remaining, huge);
+        assert!(is_near_limit(0, 0) && !is_near_limit(u64::MAX, u64::MAX - 1));
+    }
+
+    #[test]
+    fn the_tighter_comparison_is_exact_at_the_u64_limits() {
+        let q = |remaining: u64, limit: u64| Quota {
+            rule: 0,
+            limit,
+            remaining,
+            reset_secs: 0,
+            policy: None,
+        };
+        assert!(is_tighter(
+            &q(u64::MAX - 1, u64::MAX),
+            &q(u64::MAX, u64::MAX)
+        ));
+        assert!(!is_tighter(
+            &q(u64::MAX, u64::MAX),
+            &q(u64::MAX - 1, u64::MAX)
+        ));
+        assert!(is_tighter(&q(1, 3), &q(u64::MAX / 2, u64::MAX)));
+        // A limit of 0 (never configured) counts as 1 rather than dividing by zero.
+        assert!(is_tighter(&q(0, 0), &q(1, 1)));
+    }
+
+    #[test]
+    fn durations_beyond_u64_milliseconds_saturate() {
+        use std::time::Duration;
+        assert_eq!(duration_ms(Duration::from_millis(1_500)), 1_500);
+        assert_eq!(duration_ms(Duration::from_millis(u64::MAX)), u64::MAX);
+        // `as u64` would wrap this to 999.
+        let past = Duration::from_millis(u64::MAX) + Duration::from_secs(1);
+        assert_eq!(duration_ms(past), u64::MAX);
+        assert_eq!(duration_ms(Duration::MAX), u64::MAX);
     }
 
     #[test]
