@@ -524,7 +524,7 @@ impl KeySet {
 // === impl JwksClient ===
 
 /// Where and how often the JWKS is fetched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct JwksSettings {
     /// `http://` or `https://` URL of the JWKS document.
     pub url: String,
@@ -534,6 +534,18 @@ pub struct JwksSettings {
     pub min_refetch_interval: Duration,
     /// Deadline of one whole fetch (DNS, connect, TLS, body).
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for JwksSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL as it may be logged: its userinfo or query could be a credential.
+        f.debug_struct("JwksSettings")
+            .field("url", &url_for_logs(&self.url))
+            .field("refresh", &self.refresh)
+            .field("min_refetch_interval", &self.min_refetch_interval)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Keeps an identity provider's key set fresh; shared by every request through an `Arc`.
@@ -649,7 +661,7 @@ impl JwksClient {
             return false;
         }
         log::warn!(
-            "JWKS {} not loaded yet: serving the previous jwks_url's {} keys for at most {:?}, \
+            "JWKS {} not loaded yet: serving the previous jwks_url's {} keys for at most {:.0?}, \
              then tokens get 503 until it loads",
             self.log_url,
             handed.set.len(),
@@ -1538,7 +1550,7 @@ mod tests {
             Duration::from_secs(1),
         ))
         .expect("client");
-        let shown = format!("{client:?}");
+        let shown = format!("{client:?} {:?}", client.settings());
         assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 

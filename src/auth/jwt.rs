@@ -19,14 +19,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-
-use arc_swap::ArcSwap;
 
 use super::jwks::{
     keys_fingerprint, seed_grace, JwksClient, JwksSettings, KeyError, KeySet, PinnedKey,
@@ -352,7 +351,8 @@ impl JwtVerifier {
 
     /// A hash of everything that decides a token: every key this verifier would try now
     /// (configured keys and the current JWKS key set, by content) and the claim rules (issuer,
-    /// audiences, leeway, required claims, consumer and scopes claims, `claims_to_headers`).
+    /// audiences, leeway, `require_exp`, required claims, consumer and scopes claims,
+    /// `claims_to_headers`).
     /// Cached decisions are keyed on it: a rotated key or changed rule makes them unusable
     /// (decisions of two runtimes never mix), while a refetch that changes nothing (or fails)
     /// leaves them valid. Read per request: no hashing, no allocation unless the set changed.
