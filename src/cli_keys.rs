@@ -96,6 +96,7 @@ pub enum KeysError {
 /// Runs a keys command against the store of the config at `path`; the text to print, or why not.
 pub fn run(path: &Path, command: KeysCommand) -> Result<String, KeysError> {
     let config = crate::runtime::load_config(path)?;
+    refuse_config_key(&config, &command)?;
     if config.store.is_none() {
         return Err(KeysError::NoStore {
             file: path.to_path_buf(),
@@ -120,6 +121,27 @@ pub fn run(path: &Path, command: KeysCommand) -> Result<String, KeysError> {
             .map_err(|source| KeysError::Unreachable { source })?;
         execute(&services.auth, &keys, command).await
     })
+}
+
+/// Refuses to revoke a key the config declares: the next start or reload would install it
+/// again (the admin API refuses the same way).
+fn refuse_config_key(
+    config: &crate::config::Config,
+    command: &KeysCommand,
+) -> Result<(), KeysError> {
+    let KeysCommand::Revoke { id } = command else {
+        return Ok(());
+    };
+    let declared = config
+        .auth
+        .api_key
+        .iter()
+        .flat_map(|k| &k.keys)
+        .any(|k| k.id == *id);
+    if declared {
+        return Err(KeyError::ConfigKey { id: id.clone() }.into());
+    }
+    Ok(())
 }
 
 /// Runs `command` on `keys`; revocations go through `auth`, the one place that revokes.
@@ -191,6 +213,33 @@ mod tests {
         let parsed = parse_labels(vec!["team=core".into(), "tier=a=b".into()]).expect("parsed");
         assert_eq!(parsed.get("team").map(String::as_str), Some("core"));
         assert_eq!(parsed.get("tier").map(String::as_str), Some("a=b"));
+    }
+
+    #[test]
+    fn revoking_a_config_declared_key_is_refused_naming_the_config() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("svc.key");
+        std::fs::write(&key, "pc_declared-key-value-0123456789abcdef").expect("write key");
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:18080\"]\n\n\
+                 [[upstreams]]\nname = \"api\"\npeers = [{{ addr = \"127.0.0.1:3000\" }}]\n\n\
+                 [[routes]]\nname = \"r\"\nupstream = \"api\"\npath = \"/\"\nauth = [\"api_key\"]\n\n\
+                 [auth.api_key]\nkeys = [{{ id = \"svc\", consumer = \"svc-job\", key_file = {:?} }}]\n",
+                key.display().to_string()
+            ),
+        )
+        .expect("write config");
+        let e = run(&path, KeysCommand::Revoke { id: "svc".into() }).expect_err("refused");
+        assert!(
+            matches!(&e, KeysError::Key(KeyError::ConfigKey { id }) if id == "svc"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("remove it from"), "{e}");
+        let other = run(&path, KeysCommand::Revoke { id: "other".into() }).expect_err("no store");
+        assert!(matches!(other, KeysError::NoStore { .. }), "{other:?}");
     }
 
     #[test]

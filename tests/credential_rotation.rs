@@ -454,3 +454,185 @@ fn unknown_kid_and_failed_refetches_keep_cached_jwt_decisions_and_are_rate_limit
     );
     is_local_hit("after a failed refetch");
 }
+
+/// `jwks_auth` with `jwks_refresh` (which bounds how long a new client serves its
+/// predecessor's keys) and an optional `issuer`.
+fn jwks_auth_with(url: &str, refresh: &str, issuer: Option<&str>) -> String {
+    let issuer = issuer.map_or(String::new(), |i| format!("issuer = \"{i}\"\n"));
+    format!(
+        "{}jwks_refresh = \"{refresh}\"\n{issuer}",
+        jwks_auth(url, "1s")
+    )
+}
+
+#[test]
+fn new_jwks_url_that_stays_down_stops_trusting_the_old_keys_after_the_grace() {
+    let svc = Upstream::spawn("svc");
+    let dir = key_dir();
+    let (k1, k2) = (RsaKey::generate(), RsaKey::generate());
+    let old = JwksServer::start(jwks_document(&[k1.jwk("k1")]));
+    let new = JwksServer::start(jwks_document(&[k2.jwk("k2")]));
+    new.set_status(503);
+    // jwks_refresh = 3s: the old keys are served for at most 3s after the reload.
+    let gw = node(
+        &config(&svc, &jwks_auth_with(&old.url(), "3s", None), false),
+        dir.path(),
+    )
+    .start();
+    wait_fetches(&old, 1);
+    let client = Client::new();
+    assert_consumer(
+        &bearer(&client, &gw, &rs_token(&k1, "k1", "amy")),
+        "amy",
+        "k1 before the reload",
+    );
+
+    gw.rewrite_config(&config(
+        &svc,
+        &jwks_auth_with(&new.url(), "3s", None),
+        false,
+    ));
+    // Taken before the reload: the grace cannot have started earlier.
+    let reloading = std::time::Instant::now();
+    reload(&gw);
+    assert_consumer(
+        &bearer(&client, &gw, &rs_token(&k1, "k1", "amy")),
+        "amy",
+        "k1 right after the reload, within the grace",
+    );
+    // Fresh tokens each round, so nothing comes from the decision cache.
+    assert!(
+        eventually(Duration::from_secs(10), || bearer(
+            &client,
+            &gw,
+            &rs_token(&k1, "k1", "amy")
+        )
+        .status
+            == 503),
+        "the old provider's key k1 was still trusted 10s after the reload, the new one down"
+    );
+    assert!(
+        reloading.elapsed() >= Duration::from_secs(3),
+        "the grace ended after {:?}, before jwks_refresh",
+        reloading.elapsed()
+    );
+    let response = bearer(&client, &gw, &rs_token(&k1, "k1", "amy"));
+    assert_error(&response, 503, "jwks_unavailable");
+    assert!(
+        gw.stderr().contains("previous jwks_url's"),
+        "no warning that the previous keys were served:\n{}",
+        gw.stderr()
+    );
+
+    // Once the new provider answers, its keys work and the old ones stay refused.
+    new.set_document(jwks_document(&[k2.jwk("k2")]));
+    assert!(
+        eventually(Duration::from_secs(6), || bearer(
+            &client,
+            &gw,
+            &rs_token(&k2, "k2", "bea")
+        )
+        .status
+            == 200),
+        "the new provider's key k2 was never accepted"
+    );
+    let response = bearer(&client, &gw, &rs_token(&k1, "k1", "amy"));
+    assert_error(&response, 401, "invalid_token");
+}
+
+#[test]
+fn new_jwks_url_with_another_issuer_does_not_carry_the_old_keys_over() {
+    let svc = Upstream::spawn("svc");
+    let dir = key_dir();
+    let k1 = RsaKey::generate();
+    let old = JwksServer::start(jwks_document(&[k1.jwk("k1")]));
+    let new = JwksServer::start(jwks_document(&[k1.jwk("unused")]));
+    new.set_status(503);
+    let (old_iss, new_iss) = ("https://old-idp.example", "https://new-idp.example");
+    let token = |iss: &str| {
+        let mut claims = claims("amy");
+        claims["iss"] = json!(iss);
+        sign(Algorithm::RS256, "k1", &claims, &k1.encoding())
+    };
+    let gw = node(
+        &config(
+            &svc,
+            &jwks_auth_with(&old.url(), "5m", Some(old_iss)),
+            false,
+        ),
+        dir.path(),
+    )
+    .start();
+    wait_fetches(&old, 1);
+    let client = Client::new();
+    assert_consumer(&bearer(&client, &gw, &token(old_iss)), "amy", "old issuer");
+
+    gw.rewrite_config(&config(
+        &svc,
+        &jwks_auth_with(&new.url(), "5m", Some(new_iss)),
+        false,
+    ));
+    reload(&gw);
+    // A token the old provider's key signs for the new issuer: the old key must not vouch
+    // for another issuer's tokens, even during a grace.
+    let response = bearer(&client, &gw, &token(new_iss));
+    assert_error(&response, 503, "jwks_unavailable");
+}
+
+#[test]
+fn config_declared_key_cannot_be_revoked_through_the_admin_api_and_keeps_working() {
+    let svc = Upstream::spawn("svc");
+    let dir = key_dir();
+    let gw = node(&config(&svc, &static_keys(&["alpha"]), false), dir.path())
+        .env("ALPHA_KEY", ALPHA_KEY)
+        .start();
+    let client = Client::new();
+    let admin = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
+    let admin: Vec<(&str, &str)> = admin.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_consumer(&with_key(&client, &gw, ALPHA_KEY), "alpha-job", "alpha");
+
+    let refused = client.send("DELETE", &gw.admin_url("/keys/alpha"), &admin, None);
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    let body = refused.json();
+    assert_eq!(body["error"], "config_key", "{}", refused.body);
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("remove it from") && message.contains("reload"),
+        "{message}"
+    );
+    assert_consumer(
+        &with_key(&client, &gw, ALPHA_KEY),
+        "alpha-job",
+        "alpha after the refused revocation",
+    );
+    // An unrelated reload neither revokes nor resurrects anything.
+    gw.rewrite_config(&config(&svc, &static_keys(&["alpha"]), true));
+    reload(&gw);
+    assert_consumer(
+        &with_key(&client, &gw, ALPHA_KEY),
+        "alpha-job",
+        "alpha after a reload",
+    );
+
+    // Keys created through the API are still revoked through it.
+    let created = client.post(
+        &gw.admin_url("/keys"),
+        &admin,
+        br#"{"consumer": "dyn-job"}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let created = created.json();
+    let (id, key) = (
+        created["record"]["id"].as_str().expect("id"),
+        created["key"].as_str().expect("key"),
+    );
+    assert_consumer(&with_key(&client, &gw, key), "dyn-job", "created key");
+    let revoked = client.send(
+        "DELETE",
+        &gw.admin_url(&format!("/keys/{id}")),
+        &admin,
+        None,
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_error(&with_key(&client, &gw, key), 401, "invalid_api_key");
+}

@@ -240,6 +240,7 @@ fn key_error(e: KeyError) -> Response<Vec<u8>> {
             "api_keys_disabled",
             "API keys are not configured ([auth.api_key])",
         ),
+        e @ KeyError::ConfigKey { .. } => error(StatusCode::CONFLICT, "config_key", &e.to_string()),
     }
 }
 

@@ -106,6 +106,13 @@ pub enum KeyError {
     /// API keys are not configured, so there is no key to create, list or revoke.
     #[error("API keys are not configured ([auth.api_key])")]
     Disabled,
+    /// The key is declared in the config: revoking it would last only until the next reload
+    /// installs it again, so it is refused.
+    #[error("key {id:?} is declared in the config; remove it from [auth.api_key] keys and reload")]
+    ConfigKey {
+        /// The key's id.
+        id: String,
+    },
 }
 
 /// Hashes keys: HMAC-SHA256 under a server secret, or SHA-256 without one.

@@ -178,6 +178,14 @@ fn positive_duration(value: &Lenient<Dur>) -> Option<String> {
 }
 
 fn jwks_url_problem(url: &str) -> Option<String> {
+    // Before anything that quotes the URL: the message must not repeat a password.
+    if has_userinfo(url) {
+        return Some(
+            "must not contain user:password@ (the URL is shown in logs); \
+             use a URL that needs no credentials"
+                .into(),
+        );
+    }
     let hint = "write an absolute http:// or https:// URL, \
                 e.g. \"https://idp.example.com/.well-known/jwks.json\"";
     let Ok(uri) = url.parse::<http::Uri>() else {
@@ -189,6 +197,16 @@ fn jwks_url_problem(url: &str) -> Option<String> {
         return Some(format!("{url:?} is not an http(s) URL; {hint}"));
     }
     None
+}
+
+/// Whether the authority of `url` (between `scheme://` and the first `/`, `?` or `#`) has a
+/// userinfo part.
+fn has_userinfo(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
 }
 
 #[cfg(test)]
@@ -291,6 +309,25 @@ mod tests {
         );
         assert!(found[0].1.contains("31 bytes") && found[0].1.contains("RFC 7518"));
         assert!(!found[0].1.contains("abcdefghijklmn"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_jwks_url_with_userinfo_is_refused_without_quoting_it() {
+        for url in [
+            "https://user:s3cr3t@idp.example.com/jwks.json",
+            "https://s3cr3t@idp.example.com",
+            "ftp://user:s3cr3t@idp/jwks",
+        ] {
+            let found = check(&format!("jwks_url = {url:?}"));
+            assert_eq!(paths(&found), vec!["auth.jwt.jwks_url"], "{url}");
+            assert!(found[0].1.contains("user:password@"), "{found:?}");
+            assert!(!found[0].1.contains("s3cr3t"), "{found:?}");
+        }
+        assert_eq!(
+            check("jwks_url = \"https://idp.example.com/jwks?owner=a@b.example\""),
+            vec![],
+            "an @ in the query is not userinfo"
+        );
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! Every key carries a content fingerprint, and so does the set: cached decisions are keyed on
 //! it, so a refetch that changes nothing keeps them and a rotated key ends them. The refresh
 //! loop runs once per client and ends when the client is dropped; a client that replaces
-//! another (a reload with new JWKS settings) starts from its last good set.
+//! another (a reload with new JWKS settings, same issuer) may start from its last good set, but
+//! only for a bounded grace ([`seed_grace`]): if the new URL stays down, the old keys stop
+//! being trusted rather than living on indefinitely.
+//!
+//! Log lines and errors name the JWKS by [`url_for_logs`] (no userinfo, no query), since a
+//! query may carry an access token.
 //!
 //! JWKS keys are loaded strictly:
 //! - `use` other than `"sig"`: skipped (it is not a signing key).
@@ -47,6 +52,10 @@ const MAX_CACHE_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// First wait after a failed background fetch; it doubles up to `jwks_refresh`.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Longest a predecessor's key set is served by a client that has not fetched its own: a
+/// changed `jwks_url` may mean the old provider or its keys were compromised.
+pub(crate) const MAX_SEED_GRACE: Duration = Duration::from_secs(60);
 
 /// RSA moduli accepted, in bits: below is weak, above is refused by the RSA verifier.
 const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
@@ -515,7 +524,7 @@ impl KeySet {
 // === impl JwksClient ===
 
 /// Where and how often the JWKS is fetched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct JwksSettings {
     /// `http://` or `https://` URL of the JWKS document.
     pub url: String,
@@ -527,14 +536,34 @@ pub struct JwksSettings {
     pub timeout: Duration,
 }
 
+impl std::fmt::Debug for JwksSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL as it may be logged: its userinfo or query could be a credential.
+        f.debug_struct("JwksSettings")
+            .field("url", &url_for_logs(&self.url))
+            .field("refresh", &self.refresh)
+            .field("min_refetch_interval", &self.min_refetch_interval)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 /// Keeps an identity provider's key set fresh; shared by every request through an `Arc`.
 pub struct JwksClient {
     /// Fetch schedule and target.
     settings: JwksSettings,
     /// Blocking HTTP client; requests run on the blocking pool.
     agent: ureq::Agent,
-    /// The last good key set; empty until the first successful fetch.
-    keys: ArcSwap<KeySet>,
+    /// The set served: the last good fetched set, or a predecessor's set for a bounded time;
+    /// empty until then.
+    served: ArcSwap<Served>,
+    /// Returned instead of an expired seed, without allocating per request.
+    empty: Arc<KeySet>,
+    /// Set by the first [`seed_from`](Self::seed_from): a client is seeded at most once, so an
+    /// ended grace is never renewed.
+    seeded: AtomicBool,
+    /// [`url_for_logs`] of the URL, the only form of it that is logged.
+    log_url: String,
     /// Held for the whole of a fetch, so that callers arriving meanwhile wait for its result
     /// instead of starting another; holds the start time of the last attempt, which rate-limits
     /// fetches triggered by unknown `kid`s.
@@ -554,8 +583,8 @@ pub struct JwksClient {
 impl std::fmt::Debug for JwksClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwksClient")
-            .field("settings", &self.settings)
-            .field("keys", &self.keys.load().len())
+            .field("url", &self.log_url)
+            .field("keys", &self.served.load().set.len())
             .field("fetches", &self.fetch_count())
             .finish_non_exhaustive()
     }
@@ -578,10 +607,17 @@ impl JwksClient {
                 native_tls::TlsConnector::new().map_err(|e| JwksError::Setup(e.to_string()))?;
             builder = builder.tls_connector(Arc::new(tls));
         }
+        let empty = Arc::new(KeySet::default());
         Ok(JwksClient {
+            log_url: url_for_logs(&settings.url),
             settings,
             agent: builder.build(),
-            keys: ArcSwap::from_pointee(KeySet::default()),
+            served: ArcSwap::from_pointee(Served {
+                set: empty.clone(),
+                seed_until: None,
+            }),
+            empty,
+            seeded: AtomicBool::new(false),
             last_attempt: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
@@ -595,18 +631,87 @@ impl JwksClient {
         &self.settings
     }
 
-    /// Serves `keys` until the first successful fetch of this client replaces them: a client
-    /// replaced by a reload (new `jwks_url`) hands its last good set to its successor, so
-    /// tokens keep verifying while the new set is fetched.
-    pub fn seed(&self, keys: Arc<KeySet>) {
-        if self.keys.load().is_empty() {
-            self.keys.store(keys);
+    /// Serves `previous`'s current key set until the first successful fetch of this client
+    /// replaces it, but for at most `grace` (and never past `previous`'s own seed deadline, so
+    /// a chain of reloads cannot extend it); after that, with no fetch of its own, this client
+    /// has no keys. Only the first call counts, and only on a client that has fetched nothing
+    /// yet. Returns whether a set was handed over.
+    pub fn seed_from(&self, previous: &JwksClient, grace: Duration) -> bool {
+        if self.seeded.swap(true, Ordering::AcqRel) {
+            return false;
         }
+        let handed = previous.served.load();
+        if handed.set.is_empty() || previous.seed_expired(&handed) {
+            return false;
+        }
+        let mut until = Instant::now() + grace;
+        if let Some(previous_until) = handed.seed_until {
+            until = until.min(previous_until);
+        }
+        let current = self.served.load();
+        if !current.set.is_empty() {
+            return false;
+        }
+        let seed = Arc::new(Served {
+            set: handed.set.clone(),
+            seed_until: Some(until),
+        });
+        let swapped = self.served.compare_and_swap(&current, seed);
+        if !Arc::ptr_eq(&swapped, &current) {
+            return false;
+        }
+        log::warn!(
+            "JWKS {} not loaded yet: serving the previous jwks_url's {} keys for at most {:.0?}, \
+             then tokens get 503 until it loads",
+            self.log_url,
+            handed.set.len(),
+            until.saturating_duration_since(Instant::now()),
+        );
+        true
+    }
+
+    /// Whether `served` is a seed past its deadline; the first caller to see it ends the seed
+    /// (so later reads skip the clock) and says so once.
+    fn seed_expired(&self, served: &Arc<Served>) -> bool {
+        let Some(until) = served.seed_until else {
+            return false;
+        };
+        if Instant::now() < until {
+            return false;
+        }
+        let ended = Arc::new(Served {
+            set: self.empty.clone(),
+            seed_until: None,
+        });
+        let swapped = self.served.compare_and_swap(served, ended);
+        if Arc::ptr_eq(&swapped, served) {
+            log::warn!(
+                "JWKS {}: the previous jwks_url's keys are no longer served; tokens get 503 \
+                 until it loads",
+                self.log_url
+            );
+        }
+        true
+    }
+
+    /// The set to use now: an expired seed reads as empty.
+    fn current(&self) -> arc_swap::Guard<Arc<Served>> {
+        let served = self.served.load();
+        if self.seed_expired(&served) {
+            return self.served.load();
+        }
+        served
+    }
+
+    /// How long the predecessor's keys are still served, when they are.
+    fn seed_remaining(&self) -> Option<Duration> {
+        let until = self.current().seed_until?;
+        Some(until.saturating_duration_since(Instant::now()))
     }
 
     /// Whether any key set is available (fetched, or seeded by a predecessor).
     pub fn has_keys(&self) -> bool {
-        !self.keys.load().is_empty()
+        !self.current().set.is_empty()
     }
 
     /// Starts the background refresh unless it already runs for this client; call from inside
@@ -617,9 +722,14 @@ impl JwksClient {
         }
     }
 
-    /// The current key set (empty until the first successful fetch).
+    /// The current key set (empty until the first successful fetch, or once a seed expired).
     pub fn keys(&self) -> Arc<KeySet> {
-        self.keys.load_full()
+        self.current().set.clone()
+    }
+
+    /// [`KeySet::fingerprint`] of [`keys`](Self::keys), read without cloning the set.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        *self.current().set.fingerprint()
     }
 
     /// Fetch attempts so far, successful or not.
@@ -645,8 +755,9 @@ impl JwksClient {
             Ok(_) => true,
             Err(e) => {
                 log::warn!(
-                    "JWKS refetch from {} failed, keeping the old keys: {e}",
-                    self.settings.url
+                    "JWKS refetch from {} failed, keeping the old keys{}: {e}",
+                    self.log_url,
+                    self.seed_note()
                 );
                 false
             }
@@ -679,8 +790,9 @@ impl JwksClient {
             }
             Err(e) => {
                 log::warn!(
-                    "JWKS refresh from {} failed, keeping the old keys: {e}",
-                    self.settings.url
+                    "JWKS refresh from {} failed, keeping the old keys{}: {e}",
+                    self.log_url,
+                    self.seed_note()
                 );
                 let wait = (*backoff).min(self.settings.refresh);
                 *backoff = (wait * 2).min(self.settings.refresh);
@@ -706,11 +818,36 @@ impl JwksClient {
             Ok(Ok(result)) => result?,
         };
         let set = KeySet::parse(&document)?;
-        log::info!("JWKS from {} loaded: {} keys", self.settings.url, set.len());
-        self.keys.store(Arc::new(set));
+        log::info!("JWKS from {} loaded: {} keys", self.log_url, set.len());
+        self.served.store(Arc::new(Served {
+            set: Arc::new(set),
+            seed_until: None,
+        }));
         self.generation.fetch_add(1, Ordering::Release);
         Ok(max_age)
     }
+}
+
+impl JwksClient {
+    /// What a failure log line adds while a predecessor's keys are served.
+    fn seed_note(&self) -> String {
+        match self.seed_remaining() {
+            Some(left) => format!(
+                " (the previous jwks_url's keys, served for at most {}s more)",
+                left.as_secs()
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+/// What a client serves: the set and, for a predecessor's set, until when.
+#[derive(Debug)]
+struct Served {
+    /// The keys.
+    set: Arc<KeySet>,
+    /// `Some` for a seed: served until then, unless a fetch replaces it first.
+    seed_until: Option<Instant>,
 }
 
 async fn refresh_loop(client: Weak<JwksClient>, mut stop: tokio::sync::watch::Receiver<()>) {
@@ -740,7 +877,7 @@ fn fetch_document(
         .call()
         .map_err(|e| match e {
             ureq::Error::Status(code, _) => JwksError::Status(code),
-            ureq::Error::Transport(t) => JwksError::Transport(t.to_string()),
+            ureq::Error::Transport(t) => JwksError::Transport(transport_reason(&t)),
         })?;
     let max_age = response.header("cache-control").and_then(parse_max_age);
     let mut body = Vec::new();
@@ -753,6 +890,41 @@ fn fetch_document(
         return Err(JwksError::TooLarge);
     }
     Ok((body, max_age))
+}
+
+/// A transport failure without the URL ureq's own text starts with (it may carry a token).
+fn transport_reason(t: &ureq::Transport) -> String {
+    let mut reason = t.kind().to_string();
+    if let Some(message) = t.message() {
+        reason.push_str(": ");
+        reason.push_str(message);
+    }
+    if let Some(source) = std::error::Error::source(t) {
+        reason.push_str(": ");
+        reason.push_str(&source.to_string());
+    }
+    reason
+}
+
+/// How a JWKS URL appears in logs and errors: `scheme://host[:port]/path`, without userinfo,
+/// query or fragment, which may carry credentials.
+pub(crate) fn url_for_logs(url: &str) -> String {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return "<unparsable jwks_url>".to_string();
+    };
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return "<unparsable jwks_url>".to_string();
+    };
+    match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}{}", uri.path()),
+        None => format!("{scheme}://{host}{}", uri.path()),
+    }
+}
+
+/// How long a client may serve its predecessor's keys: `jwks_refresh` (the longest retry
+/// interval of its own fetches), at most [`MAX_SEED_GRACE`].
+pub(crate) fn seed_grace(settings: &JwksSettings) -> Duration {
+    settings.refresh.min(MAX_SEED_GRACE)
 }
 
 /// The `max-age` directive of a `Cache-Control` value.
@@ -1284,8 +1456,9 @@ mod tests {
         assert!(first.refetch_for_unknown_kid().await);
         let second =
             JwksClient::new(settings(&new.url(), Duration::from_millis(1))).expect("client");
-        second.seed(first.keys());
+        assert!(second.seed_from(&first, Duration::from_secs(60)));
         assert_eq!(second.keys().fingerprint(), first.keys().fingerprint());
+        assert_eq!(second.fingerprint(), *first.keys().fingerprint());
         assert!(second.refetch_for_unknown_kid().await);
         let kids: Vec<_> = second
             .keys()
@@ -1297,13 +1470,108 @@ mod tests {
             vec![Some("new".to_string())],
             "its own fetch replaced the seed"
         );
-        second.seed(first.keys());
+        assert!(!second.seed_from(&first, Duration::from_secs(60)));
         assert_eq!(second.keys().len(), 1);
         assert_ne!(
             second.keys().fingerprint(),
             first.keys().fingerprint(),
             "a seed never overwrites a fetched set"
         );
+    }
+
+    #[tokio::test]
+    async fn a_seed_is_served_only_for_its_grace_when_the_new_url_never_loads() {
+        let k = keys();
+        let old = JwksServer::start(jwks(&[jwk(&k.ec256, Algorithm::ES256, Some("old"))]));
+        let first =
+            JwksClient::new(settings(&old.url(), Duration::from_millis(1))).expect("client");
+        assert!(first.refetch_for_unknown_kid().await);
+        let down = JwksServer::start(String::new());
+        down.set(|a| a.status = 503);
+        let second =
+            JwksClient::new(settings(&down.url(), Duration::from_millis(1))).expect("client");
+        assert!(second.seed_from(&first, Duration::from_millis(300)));
+        assert!(second.has_keys(), "within the grace");
+        assert!(
+            !second.refetch_for_unknown_kid().await,
+            "the new URL is down"
+        );
+        assert_eq!(second.keys().len(), 1, "a failed fetch keeps the seed");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!second.has_keys(), "the grace is over");
+        assert!(second.keys().is_empty());
+        assert_eq!(second.fingerprint(), *KeySet::default().fingerprint());
+        assert!(
+            !second.seed_from(&first, Duration::from_secs(60)),
+            "an ended seed is not renewed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chain_of_seeds_never_outlives_the_first_grace() {
+        let k = keys();
+        let old = JwksServer::start(jwks(&[jwk(&k.ec256, Algorithm::ES256, Some("old"))]));
+        let first =
+            JwksClient::new(settings(&old.url(), Duration::from_millis(1))).expect("client");
+        assert!(first.refetch_for_unknown_kid().await);
+        let url = |n: u16| format!("http://127.0.0.1:{n}/jwks");
+        let second = JwksClient::new(settings(&url(1), Duration::from_secs(1))).expect("client");
+        assert!(second.seed_from(&first, Duration::from_millis(300)));
+        let third = JwksClient::new(settings(&url(2), Duration::from_secs(1))).expect("client");
+        assert!(third.seed_from(&second, Duration::from_secs(60)));
+        assert!(third.has_keys());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !third.has_keys(),
+            "a second reload extended the first seed's deadline"
+        );
+    }
+
+    #[test]
+    fn urls_are_logged_without_userinfo_query_or_fragment() {
+        let cases = [
+            (
+                "https://idp.example.com/.well-known/jwks.json?access_token=s3cr3t",
+                "https://idp.example.com/.well-known/jwks.json",
+            ),
+            (
+                "http://user:pa55@127.0.0.1:8080/keys?a=1&b=2",
+                "http://127.0.0.1:8080/keys",
+            ),
+            ("https://idp.example.com", "https://idp.example.com/"),
+            ("http://[::1]:9000/jwks", "http://[::1]:9000/jwks"),
+            ("not a url at all s3cr3t", "<unparsable jwks_url>"),
+        ];
+        for (url, logged) in cases {
+            assert_eq!(url_for_logs(url), logged, "{url}");
+        }
+        let client = JwksClient::new(settings(
+            "http://127.0.0.1:1/jwks?token=s3cr3t",
+            Duration::from_secs(1),
+        ))
+        .expect("client");
+        let shown = format!("{client:?} {:?}", client.settings());
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_error_does_not_carry_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(1))
+            .build();
+        let url = format!("http://{addr}/jwks?access_token=s3cr3t");
+        let result = tokio::task::spawn_blocking(move || fetch_document(&agent, &url))
+            .await
+            .expect("task");
+        let Err(e) = result else {
+            panic!("nothing listens there");
+        };
+        let text = e.to_string();
+        assert!(matches!(e, JwksError::Transport(_)), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
@@ -26,7 +27,9 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::jwks::{keys_fingerprint, JwksClient, JwksSettings, KeyError, KeySet, PinnedKey};
+use super::jwks::{
+    keys_fingerprint, seed_grace, JwksClient, JwksSettings, KeyError, KeySet, PinnedKey,
+};
 use crate::config::{read_secret, Dur, JwtConfig, JwtKeyConfig, Lenient};
 use crate::principal::unix_now;
 
@@ -259,12 +262,24 @@ pub fn load_key(cfg: &JwtKeyConfig) -> Result<PinnedKey, KeyError> {
 pub struct JwtVerifier {
     /// Configured keys; looked at before the JWKS.
     keys: Vec<PinnedKey>,
-    /// Content hash of `keys` as loaded (secrets and PEM files, not their names).
-    keys_fingerprint: [u8; 32],
+    /// Hash of the content of `keys` as loaded (secrets and PEM files, not their names) and
+    /// of `rules`: what decides a token besides the JWKS set, computed once here.
+    static_fingerprint: [u8; 32],
     /// The provider's key set, when `jwks_url` is configured.
     jwks: Option<Arc<JwksClient>>,
+    /// [`key_fingerprint`](Self::key_fingerprint) for the JWKS set last seen, so a request
+    /// reads it without hashing; recomputed only when the set changes.
+    combined: ArcSwap<CombinedFingerprint>,
     /// Claim checks and extraction, compiled from the config.
     rules: ClaimRules,
+}
+
+/// The fingerprint of a verifier together with one JWKS set.
+struct CombinedFingerprint {
+    /// [`KeySet::fingerprint`] of the set it was computed for.
+    set: [u8; 32],
+    /// Hash of the verifier's static fingerprint and `set`.
+    value: [u8; 32],
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -286,8 +301,11 @@ impl JwtVerifier {
     /// Builds the verifier of a reloaded config. The configured keys are always read again,
     /// so a rotated secret or PEM file takes effect even when the TOML text is unchanged.
     /// `previous`'s JWKS client is kept when the JWKS settings are unchanged (with its key set
-    /// and its one refresh loop); otherwise the new client starts from the old client's last
-    /// good key set, so tokens keep verifying until its own first fetch replaces it.
+    /// and its one refresh loop). Otherwise, when the issuer is unchanged, the new client
+    /// serves the old client's last good key set until its own first fetch replaces it, for at
+    /// most [`seed_grace`] (the smaller of `jwks_refresh` and 60s): a changed `jwks_url` may
+    /// mean the old keys were compromised, so they are not trusted indefinitely. With another
+    /// issuer the old keys belong to another provider and are not carried over at all.
     pub fn replacing(
         cfg: &JwtConfig,
         previous: Option<&JwtVerifier>,
@@ -303,37 +321,68 @@ impl JwtVerifier {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let rules = ClaimRules::new(cfg)?;
         let previous_jwks = previous.and_then(|p| p.jwks.as_ref());
+        let same_issuer = previous.is_some_and(|p| p.rules.issuer == rules.issuer);
         let jwks = match &cfg.jwks_url {
-            Some(url) => Some(jwks_client(cfg, url, previous_jwks)?),
+            Some(url) => Some(jwks_client(cfg, url, previous_jwks, same_issuer)?),
             None => None,
         };
         if keys.is_empty() && jwks.is_none() {
             return Err(JwtSetupError::NoKeys);
         }
+        let mut h = Sha256::new();
+        h.update(keys_fingerprint(&keys));
+        h.update(rules.fingerprint());
+        let static_fingerprint: [u8; 32] = h.finalize().into();
+        let set = jwks.as_ref().map_or([0; 32], |c| c.fingerprint());
+        let combined = ArcSwap::from_pointee(CombinedFingerprint {
+            set,
+            value: combine(&static_fingerprint, jwks.as_ref().map(|_| &set)),
+        });
         Ok(JwtVerifier {
-            keys_fingerprint: keys_fingerprint(&keys),
             keys,
+            static_fingerprint,
             jwks,
-            rules: ClaimRules::new(cfg)?,
+            combined,
+            rules,
         })
     }
 
-    /// A hash of every key this verifier would try now (configured keys and the current JWKS
-    /// key set), by content. Cached decisions are keyed on it: a rotated key makes them
-    /// unusable, while a refetch that changes nothing (or fails) leaves them valid.
+    /// A hash of everything that decides a token: every key this verifier would try now
+    /// (configured keys and the current JWKS key set, by content) and the claim rules (issuer,
+    /// audiences, leeway, `require_exp`, required claims, consumer and scopes claims,
+    /// `claims_to_headers`).
+    /// Cached decisions are keyed on it: a rotated key or changed rule makes them unusable
+    /// (decisions of two runtimes never mix), while a refetch that changes nothing (or fails)
+    /// leaves them valid. Read per request: no hashing, no allocation unless the set changed.
     pub fn key_fingerprint(&self) -> [u8; 32] {
-        let jwks = self.jwks.as_ref().map(|c| c.keys());
-        self.fingerprint_with(jwks.as_deref())
+        match &self.jwks {
+            None => self.static_fingerprint,
+            Some(client) => self.combined_with(&client.fingerprint()),
+        }
     }
 
-    fn fingerprint_with(&self, jwks: Option<&KeySet>) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.keys_fingerprint);
-        if let Some(set) = jwks {
-            h.update(set.fingerprint());
+    /// [`key_fingerprint`](Self::key_fingerprint) for the JWKS set `jwks` (`None` without a
+    /// JWKS).
+    fn fingerprint_of(&self, jwks: Option<&KeySet>) -> [u8; 32] {
+        match jwks {
+            None => self.static_fingerprint,
+            Some(set) => self.combined_with(set.fingerprint()),
         }
-        h.finalize().into()
+    }
+
+    /// The combined fingerprint for the JWKS set fingerprinted `set`: the remembered one when
+    /// the set is the one last seen (nearly always), else computed once and remembered.
+    fn combined_with(&self, set: &[u8; 32]) -> [u8; 32] {
+        let remembered = self.combined.load();
+        if remembered.set == *set {
+            return remembered.value;
+        }
+        let value = combine(&self.static_fingerprint, Some(set));
+        self.combined
+            .store(Arc::new(CombinedFingerprint { set: *set, value }));
+        value
     }
 
     /// The JWKS client, when `jwks_url` is configured (to start its background refresh).
@@ -364,7 +413,7 @@ impl JwtVerifier {
         let jwks_keys = self.jwks.as_ref().map(|c| c.keys());
         match self.try_keys(parts, jwks_keys.as_deref()) {
             Err(JwtError::UnknownKey) => {}
-            decided => return decided.map(|()| self.fingerprint_with(jwks_keys.as_deref())),
+            decided => return decided.map(|()| self.fingerprint_of(jwks_keys.as_deref())),
         }
         let Some(client) = &self.jwks else {
             return Err(JwtError::UnknownKey);
@@ -375,7 +424,7 @@ impl JwtVerifier {
         let jwks_keys = client.keys();
         match self.try_keys(parts, Some(&jwks_keys)) {
             Err(JwtError::UnknownKey) if jwks_keys.is_empty() => Err(JwtError::KeysUnavailable),
-            decided => decided.map(|()| self.fingerprint_with(Some(&jwks_keys))),
+            decided => decided.map(|()| self.fingerprint_of(Some(&jwks_keys))),
         }
     }
 
@@ -409,12 +458,25 @@ impl JwtVerifier {
     }
 }
 
+/// The static fingerprint and a JWKS set's fingerprint, hashed together (`None`: no JWKS).
+fn combine(static_fingerprint: &[u8; 32], set: Option<&[u8; 32]>) -> [u8; 32] {
+    let Some(set) = set else {
+        return *static_fingerprint;
+    };
+    let mut h = Sha256::new();
+    h.update(static_fingerprint);
+    h.update(set);
+    h.finalize().into()
+}
+
 /// The JWKS client for `cfg`: `previous` itself when its settings are the same, else a new
-/// client seeded with `previous`'s last good key set.
+/// client, seeded for a bounded grace with `previous`'s last good key set when `seed` (the
+/// issuer is unchanged).
 fn jwks_client(
     cfg: &JwtConfig,
     url: &str,
     previous: Option<&Arc<JwksClient>>,
+    seed: bool,
 ) -> Result<Arc<JwksClient>, JwtSetupError> {
     let settings = JwksSettings {
         url: url.to_string(),
@@ -432,8 +494,9 @@ fn jwks_client(
         field: "jwks_url",
         reason: e.to_string(),
     })?;
-    if let Some(previous) = previous {
-        client.seed(previous.keys());
+    if let Some(previous) = previous.filter(|_| seed) {
+        let grace = seed_grace(client.settings());
+        client.seed_from(previous, grace);
     }
     Ok(Arc::new(client))
 }
@@ -565,6 +628,43 @@ impl ClaimRules {
             scopes_claim: cfg.scopes_claim.clone(),
             headers: header_map(&cfg.claims_to_headers)?,
         })
+    }
+
+    /// A hash of every rule, each part length-prefixed so no two rule sets hash alike: the
+    /// same token can be accepted under one set and refused (or give another principal)
+    /// under another, so cached decisions must not cross rule sets.
+    fn fingerprint(&self) -> [u8; 32] {
+        fn part(h: &mut Sha256, bytes: &[u8]) {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        fn list<'a>(h: &mut Sha256, items: impl ExactSizeIterator<Item = &'a str>) {
+            h.update((items.len() as u64).to_le_bytes());
+            for item in items {
+                part(h, item.as_bytes());
+            }
+        }
+        let mut h = Sha256::new();
+        part(&mut h, b"portcullis-claim-rules-v1");
+        part(&mut h, &self.leeway.to_le_bytes());
+        part(&mut h, &[u8::from(self.require_exp)]);
+        match &self.issuer {
+            None => part(&mut h, &[0]),
+            Some(issuer) => {
+                part(&mut h, &[1]);
+                part(&mut h, issuer.as_bytes());
+            }
+        }
+        list(&mut h, self.audiences.iter().map(String::as_str));
+        list(&mut h, self.required.iter().map(String::as_str));
+        part(&mut h, self.consumer_claim.as_bytes());
+        part(&mut h, self.scopes_claim.as_bytes());
+        h.update((self.headers.len() as u64).to_le_bytes());
+        for (claim, header) in &self.headers {
+            part(&mut h, claim.as_bytes());
+            part(&mut h, header.as_str().as_bytes());
+        }
+        h.finalize().into()
     }
 
     /// Checks the claims of a token whose signature verified, at `now` (Unix seconds).
@@ -1446,6 +1546,55 @@ mod tests {
             rotated.verify(&token).await,
             Err(JwtError::BadSignature),
             "same TOML, new secret: the old token no longer verifies"
+        );
+    }
+
+    #[test]
+    fn every_claim_rule_is_part_of_the_fingerprint() {
+        let (base, _dir) = hs_verifier(SECRET, "");
+        let (same, _same_dir) = hs_verifier(SECRET, "");
+        assert_eq!(
+            base.key_fingerprint(),
+            same.key_fingerprint(),
+            "equal keys and rules"
+        );
+        let changes = [
+            "issuer = \"https://idp\"",
+            "audiences = [\"api\"]",
+            "leeway = \"5s\"",
+            "require_exp = false",
+            "required_claims = [\"tenant\"]",
+            "consumer_claim = \"email\"",
+            "scopes_claim = \"scp\"",
+            "[claims_to_headers]\nemail = \"x-user-email\"",
+        ];
+        let mut seen = std::collections::HashSet::from([base.key_fingerprint()]);
+        for rules in changes {
+            let (v, _dir) = hs_verifier(SECRET, rules);
+            assert!(
+                seen.insert(v.key_fingerprint()),
+                "{rules:?} left the fingerprint unchanged"
+            );
+        }
+        let (a, _a) = hs_verifier(SECRET, "audiences = [\"ab\", \"c\"]");
+        let (b, _b) = hs_verifier(SECRET, "audiences = [\"a\", \"bc\"]");
+        assert_ne!(
+            a.key_fingerprint(),
+            b.key_fingerprint(),
+            "parts are delimited"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_a_verification_returns_is_the_one_read_per_request() {
+        let (v, _dir) = hs_verifier(SECRET, "audiences = [\"api\"]");
+        let token = hs(&with(claims(), "aud", json!("api")));
+        let (_, fingerprint) = v.verify_with_fingerprint(&token).await.expect("valid");
+        assert_eq!(fingerprint, v.key_fingerprint());
+        assert_eq!(
+            v.key_fingerprint(),
+            v.key_fingerprint(),
+            "stable across reads"
         );
     }
 

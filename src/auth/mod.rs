@@ -386,8 +386,14 @@ impl Authenticator {
     }
 
     /// Revokes an API key by id on every node, this one before returning; whether it existed.
+    /// A config-declared key is refused ([`KeyError::ConfigKey`]): the next reload would
+    /// install it again, so "revoked" would be a lie.
     pub(crate) async fn revoke_key(&self, id: &str) -> Result<bool, KeyError> {
-        self.shared.revoke_key(self.key_store()?, id).await
+        let keys = self.key_store()?;
+        if self.static_keys.iter().any(|k| k.record.id == id) {
+            return Err(KeyError::ConfigKey { id: id.to_string() });
+        }
+        self.shared.revoke_key(keys, id).await
     }
 
     /// Revokes a token id until `expires_at` (unix seconds) on every node, this one before
@@ -587,12 +593,15 @@ fn token_failure(e: &JwtError) -> AuthFailure {
     AuthFailure::InvalidToken(result, e.www_authenticate())
 }
 
-/// The decision-cache key of a token. Domain-separated from API-key hashes, so a token sent
-/// as an API key can never hit the token's cached decision (and the reverse).
-fn jwt_cache_key(token: &str, key_fingerprint: &[u8; 32]) -> [u8; 32] {
+/// The decision-cache key of a token under `fingerprint`, the verifier's
+/// [`JwtVerifier::key_fingerprint`]: the keys *and* the claim rules, so a decision made under
+/// one runtime's rules is never served by another's (a request still holding the old runtime
+/// during a reload caches under the old fingerprint). Domain-separated from API-key hashes, so
+/// a token sent as an API key can never hit the token's cached decision (and the reverse).
+fn jwt_cache_key(token: &str, fingerprint: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"portcullis-jwt\0");
-    h.update(key_fingerprint);
+    h.update(fingerprint);
     h.update(token.as_bytes());
     h.finalize().into()
 }
@@ -801,6 +810,49 @@ mod tests {
         assert!(matches!(listed, Err(KeyError::Disabled)), "{listed:?}");
         let revoked = auth.revoke_key("0123456789abcdef").await;
         assert!(matches!(revoked, Err(KeyError::Disabled)), "{revoked:?}");
+    }
+
+    #[tokio::test]
+    async fn a_jwt_decision_cached_under_one_runtimes_claim_rules_is_not_served_under_another() {
+        use jwt::test_support::{config, sign};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = "a-long-enough-test-secret-for-hs256-0123456789";
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, secret).expect("write secret");
+        let jwt_auth = |shared: &Arc<AuthShared>, audience: &str| {
+            let cfg = config(&format!(
+                "audiences = [{audience:?}]\n\
+                 [[keys]]\nalgorithm = \"HS256\"\nsecret_file = {secret_file:?}\n"
+            ));
+            let verifier = Arc::new(JwtVerifier::new(&cfg).expect("verifier"));
+            Authenticator::new(shared.clone(), None, Some(verifier), Vec::new())
+        };
+        // One process-wide cache, as across a reload: `old` is the runtime a request still
+        // holds, `new` the one swapped in, with another audience.
+        let shared = authenticator(false).shared;
+        let (old, new) = (jwt_auth(&shared, "old-api"), jwt_auth(&shared, "new-api"));
+        let now = unix_now();
+        let claims = serde_json::json!({ "sub": "alice", "aud": "old-api", "exp": now + 600 });
+        let token = sign(
+            jsonwebtoken::Algorithm::HS256,
+            None,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        );
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        req.insert_header("authorization", format!("Bearer {token}"))
+            .expect("header");
+        let route = RouteAuth {
+            methods: vec![AuthMethod::Jwt],
+            ..RouteAuth::default()
+        };
+        let accepted = old.authenticate(&req, "r", &route).await;
+        assert!(matches!(accepted, Ok(Some(_))), "{accepted:?}");
+        let refused = new.authenticate(&req, "r", &route).await;
+        assert!(
+            matches!(refused, Err(AuthFailure::InvalidToken(..))),
+            "the old rules' cached decision was served: {refused:?}"
+        );
     }
 
     #[test]
