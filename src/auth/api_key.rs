@@ -284,10 +284,19 @@ impl KeyStore {
         new: &[StaticKey],
         ttl: Duration,
     ) -> Result<Vec<Invalidation>, KeyError> {
+        let mut invalidations = Vec::new();
         for key in new {
             self.put_hashed(&key.record, &key.hash, ttl).await?;
+            // A value this node answered "unknown" for before the reload sits in its negative
+            // tier; `put_hashed` publishes the invalidation, but this node's own subscription
+            // may deliver it after the reload has returned, so it is applied here as well.
+            if old.iter().all(|o| o.hash != key.hash) {
+                invalidations.push(Invalidation::Key(format!(
+                    "apikey:{}",
+                    hex::encode(key.hash)
+                )));
+            }
         }
-        let mut invalidations = Vec::new();
         for gone in old.iter().filter(|o| new.iter().all(|n| n.hash != o.hash)) {
             let hash_hex = hex::encode(gone.hash);
             self.store.delete(&self.record_key(&hash_hex)).await?;

@@ -762,6 +762,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_declared_key_added_by_a_reload_works_here_as_soon_as_the_call_returns() {
+        let auth = authenticator(true);
+        let keys = auth.keys().expect("api keys").clone();
+        let declared = StaticKey {
+            record: KeyRecord {
+                id: "svc".into(),
+                consumer: "svc".into(),
+                plan: None,
+                scopes: Vec::new(),
+                labels: Default::default(),
+                created_at: unix_now(),
+                expires_at: unix_now() + 3600,
+            },
+            hash: keys.hasher().hash("pc_added-by-reload"),
+        };
+        let req = request_with_key("pc_added-by-reload");
+        // Answered "unknown" before the reload: the answer sits in the negative tier.
+        let before = auth.authenticate(&req, "r", &api_key_route()).await;
+        assert_eq!(before.map(|_| ()), Err(AuthFailure::InvalidKey));
+        auth.shared
+            .replace_static_keys(&keys, &[], &[declared], Duration::from_secs(3600))
+            .await
+            .expect("install");
+        // No subscription has run in between: the call itself must have dropped that answer.
+        assert!(auth.authenticate(&req, "r", &api_key_route()).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn only_a_key_cached_as_valid_is_decided_without_the_store() {
         let auth = authenticator(true);
         let (_, key) = auth
