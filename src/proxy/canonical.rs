@@ -29,7 +29,7 @@ use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::RequestHeader;
 
 use super::router::{RouteMatch, Router};
-use crate::config::RouteConfig;
+use crate::config::{Config, Issue, RouteConfig};
 
 /// How paths are made canonical; from `[server]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,6 +491,38 @@ pub(crate) fn check_encoded_slashes(
         RouteMatch::Found { route: same, .. } if same == route => Ok(found),
         _ => Err(PathError::AmbiguousEncodedSlash),
     }
+}
+
+/// Config issues for route paths that are not canonical: requests are matched on their
+/// canonical path, so a route spelled `/%7Euser`, `/api/./v1` or (with `merge_slashes`)
+/// `/a//b` could never match, and a protected route would silently leave its paths to a
+/// public catch-all. Each issue names `routes[i].path` and the spelling to write instead.
+/// Paths that do not start with `/` are left to `config`'s own check.
+pub(crate) fn route_path_issues(config: &Config) -> Vec<Issue> {
+    let opts = PathOptions {
+        merge_slashes: config.server.merge_slashes,
+    };
+    config
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path.starts_with('/'))
+        .filter_map(|(i, r)| {
+            let reason = match canonicalize(r.path.as_bytes(), opts) {
+                Ok(c) if c.path == r.path.as_str() => return None,
+                Ok(c) => format!(
+                    "{:?} is not in canonical form, so no request would ever match it; \
+                     write {:?}",
+                    r.path, c.path
+                ),
+                Err(e) => format!("{:?} can never match a request: {e}", r.path),
+            };
+            Some(Issue {
+                path: format!("routes[{i}].path"),
+                reason,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
