@@ -420,8 +420,9 @@ fn split_target(raw: &[u8]) -> Result<Target<'_>, PathError> {
     Ok(Target { head, path, query })
 }
 
-/// Makes the request's path canonical in place (query untouched, absolute-form kept
-/// absolute), so routing, the later phases and the upstream request all see one path.
+/// Makes the request's path canonical in place (query untouched, an absolute-form target kept
+/// absolute; the proxy makes those origin-form first, see `host::settle_host`), so routing,
+/// the later phases and the upstream request all see one path.
 /// Returns whether the canonical path holds `%2F`, for [`check_encoded_slashes`].
 ///
 /// # Errors
@@ -544,6 +545,41 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(canon(input).as_deref(), Ok(*expected), "{input:?}");
         }
+    }
+
+    #[test]
+    fn route_paths_not_in_canonical_form_are_config_issues_with_the_spelling_to_use() {
+        let mut config = crate::config::parse(
+            "[[upstreams]]\nname = \"u\"\npeers = [{ addr = \"127.0.0.1:1\" }]\n",
+        )
+        .expect("parses");
+        let paths = ["/ok", "/%7Euser", "/a//b", "/..", "relative"];
+        for (i, path) in paths.iter().enumerate() {
+            let mut route: RouteConfig = toml_route(i);
+            route.path = path.to_string();
+            config.routes.push(route);
+        }
+        let issues: Vec<String> = route_path_issues(&config)
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(issues.len(), 3, "{issues:?}");
+        assert!(issues[0].starts_with("routes[1].path: ") && issues[0].ends_with("\"/~user\""));
+        assert!(issues[1].starts_with("routes[2].path: ") && issues[1].ends_with("\"/a/b\""));
+        assert!(issues[2].starts_with("routes[3].path: ") && issues[2].contains("above the root"));
+        config.server.merge_slashes = false;
+        assert_eq!(
+            route_path_issues(&config).len(),
+            2,
+            "`//` is canonical then"
+        );
+    }
+
+    fn toml_route(i: usize) -> RouteConfig {
+        let config =
+            crate::config::parse(&format!("[[routes]]\nname = \"r{i}\"\nupstream = \"u\"\n"))
+                .expect("parses");
+        config.routes.into_iter().next().expect("one route")
     }
 
     #[test]

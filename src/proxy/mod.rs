@@ -162,14 +162,13 @@ fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-/// The host the client asked for, for `X-Forwarded-Host`: the Host header, or the authority
-/// of an HTTP/2 request that sent none.
+/// The host the client asked for, for `X-Forwarded-Host`: the one routing used (see
+/// [`request_host`]), so an HTTP/2 request without a Host header still has one.
 fn original_host(req: &RequestHeader) -> Option<http::HeaderValue> {
-    req.headers.get(http::header::HOST).cloned().or_else(|| {
-        req.uri
-            .authority()
-            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-    })
+    match req.uri.authority() {
+        Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers.get(http::header::HOST).cloned(),
+    }
 }
 
 /// The path and query as received; logs show it only through the `Redactor`.

@@ -500,6 +500,29 @@ mod tests {
     }
 
     #[test]
+    fn host_routes_match_by_the_strict_parse_of_the_host() {
+        let r = Router::build(&[
+            route("any", &[], "/", false, &[]),
+            route("admin", &["admin.example.com"], "/", false, &[]),
+        ]);
+        for host in [
+            "admin.example.com",
+            "ADMIN.example.com:8080",
+            "admin.example.com.",
+        ] {
+            assert_eq!(found(r.find(host, "/", "GET")), 1, "{host}");
+        }
+        // Refused before routing; were one to get here, it is no host at all, not `…:1`.
+        for host in [
+            "admin.example.com:1:2",
+            "admin.example.com:",
+            "u@admin.example.com",
+        ] {
+            assert_eq!(found(r.find(host, "/", "GET")), 0, "{host}");
+        }
+    }
+
+    #[test]
     fn hostile_hosts_do_not_panic() {
         let r = Router::build(&[route("any", &[], "/", false, &[])]);
         let long = "a".repeat(10_000);
