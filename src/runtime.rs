@@ -215,6 +215,9 @@ impl Runtime {
 
     /// Whether `ip` is a trusted proxy.
     pub(crate) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        // On a `[::]` listener an IPv4 proxy appears as `::ffff:a.b.c.d`; networks are
+        // written as IPv4, so compare the address it maps.
+        let ip = ip.to_canonical();
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
@@ -227,7 +230,11 @@ impl Runtime {
 /// Reads and validates a config file: `config`'s own checks and those of the sections whose
 /// owners judge them. Every entry point (run, reload, `check`, `keys`) loads through this.
 pub fn load_config(file: &Path) -> Result<Config, config::ConfigError> {
-    config::load_with(file, crate::auth::config_issues)
+    config::load_with(file, |config| {
+        let mut issues = crate::auth::config_issues(config);
+        issues.extend(crate::proxy::canonical::route_path_issues(config));
+        issues
+    })
 }
 
 /// One line describing a config.
@@ -746,6 +753,23 @@ peers = [{ addr = "127.0.0.1:3000" }]
         assert!(
             e.source().is_some(),
             "the header error is not kept as source"
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_trusted_by_their_ipv4_network() {
+        let rt = compile(&format!(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n{UPSTREAM}\n\
+             [[routes]]\nname = \"r\"\nupstream = \"api\"\n"
+        ))
+        .expect("compiles");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(rt.is_trusted(ip("10.0.0.5")));
+        assert!(rt.is_trusted(ip("::ffff:10.0.0.5")), "mapped load balancer");
+        assert!(!rt.is_trusted(ip("::ffff:192.0.2.1")));
+        assert!(
+            !rt.is_trusted(ip("::a00:5")),
+            "IPv4-compatible is not mapped"
         );
     }
 }

@@ -29,7 +29,7 @@ use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::RequestHeader;
 
 use super::router::{RouteMatch, Router};
-use crate::config::RouteConfig;
+use crate::config::{Config, Issue, RouteConfig};
 
 /// How paths are made canonical; from `[server]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,8 +420,9 @@ fn split_target(raw: &[u8]) -> Result<Target<'_>, PathError> {
     Ok(Target { head, path, query })
 }
 
-/// Makes the request's path canonical in place (query untouched, absolute-form kept
-/// absolute), so routing, the later phases and the upstream request all see one path.
+/// Makes the request's path canonical in place (query untouched, an absolute-form target kept
+/// absolute; the proxy makes those origin-form first, see `host::settle_host`), so routing,
+/// the later phases and the upstream request all see one path.
 /// Returns whether the canonical path holds `%2F`, for [`check_encoded_slashes`].
 ///
 /// # Errors
@@ -493,6 +494,38 @@ pub(crate) fn check_encoded_slashes(
     }
 }
 
+/// Config issues for route paths that are not canonical: requests are matched on their
+/// canonical path, so a route spelled `/%7Euser`, `/api/./v1` or (with `merge_slashes`)
+/// `/a//b` could never match, and a protected route would silently leave its paths to a
+/// public catch-all. Each issue names `routes[i].path` and the spelling to write instead.
+/// Paths that do not start with `/` are left to `config`'s own check.
+pub(crate) fn route_path_issues(config: &Config) -> Vec<Issue> {
+    let opts = PathOptions {
+        merge_slashes: config.server.merge_slashes,
+    };
+    config
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path.starts_with('/'))
+        .filter_map(|(i, r)| {
+            let reason = match canonicalize(r.path.as_bytes(), opts) {
+                Ok(c) if c.path == r.path.as_str() => return None,
+                Ok(c) => format!(
+                    "{:?} is not in canonical form, so no request would ever match it; \
+                     write {:?}",
+                    r.path, c.path
+                ),
+                Err(e) => format!("{:?} can never match a request: {e}", r.path),
+            };
+            Some(Issue {
+                path: format!("routes[{i}].path"),
+                reason,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +545,41 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(canon(input).as_deref(), Ok(*expected), "{input:?}");
         }
+    }
+
+    #[test]
+    fn route_paths_not_in_canonical_form_are_config_issues_with_the_spelling_to_use() {
+        let mut config = crate::config::parse(
+            "[[upstreams]]\nname = \"u\"\npeers = [{ addr = \"127.0.0.1:1\" }]\n",
+        )
+        .expect("parses");
+        let paths = ["/ok", "/%7Euser", "/a//b", "/..", "relative"];
+        for (i, path) in paths.iter().enumerate() {
+            let mut route: RouteConfig = toml_route(i);
+            route.path = path.to_string();
+            config.routes.push(route);
+        }
+        let issues: Vec<String> = route_path_issues(&config)
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(issues.len(), 3, "{issues:?}");
+        assert!(issues[0].starts_with("routes[1].path: ") && issues[0].ends_with("\"/~user\""));
+        assert!(issues[1].starts_with("routes[2].path: ") && issues[1].ends_with("\"/a/b\""));
+        assert!(issues[2].starts_with("routes[3].path: ") && issues[2].contains("above the root"));
+        config.server.merge_slashes = false;
+        assert_eq!(
+            route_path_issues(&config).len(),
+            2,
+            "`//` is canonical then"
+        );
+    }
+
+    fn toml_route(i: usize) -> RouteConfig {
+        let config =
+            crate::config::parse(&format!("[[routes]]\nname = \"r{i}\"\nupstream = \"u\"\n"))
+                .expect("parses");
+        config.routes.into_iter().next().expect("one route")
     }
 
     #[test]

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
 use super::canonical::PathError;
+use super::host::HostError;
 use super::router::MethodSet;
 use crate::auth::AuthFailure;
 use crate::observe::RequestId;
@@ -38,6 +39,8 @@ pub enum GatewayError {
     TooManyFailedAttempts(u64),
     /// The request path is ambiguous (see `canonical`): refused before routing.
     InvalidPath(PathError),
+    /// The request's host is missing, repeated or not strictly a host (see `host`).
+    InvalidHost(HostError),
 }
 
 impl GatewayError {
@@ -54,7 +57,7 @@ impl GatewayError {
             GatewayError::Auth(f, _) => f.status(),
             GatewayError::RateLimited(_) | GatewayError::TooManyFailedAttempts(_) => 429,
             GatewayError::RateLimiterUnavailable => 503,
-            GatewayError::InvalidPath(_) => 400,
+            GatewayError::InvalidPath(_) | GatewayError::InvalidHost(_) => 400,
         }
     }
 
@@ -74,6 +77,7 @@ impl GatewayError {
             GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
             GatewayError::TooManyFailedAttempts(_) => "too_many_failed_attempts",
             GatewayError::InvalidPath(_) => "invalid_path",
+            GatewayError::InvalidHost(_) => "invalid_host",
         }
     }
 
@@ -99,6 +103,7 @@ impl GatewayError {
                 "too many rejected credentials from this address; retry after the time in Retry-After"
             }
             GatewayError::InvalidPath(e) => e.message(),
+            GatewayError::InvalidHost(e) => e.message(),
         }
     }
 

@@ -135,12 +135,16 @@ fn folds_to(name: &[u8], folded: &[u8]) -> bool {
 /// that is not text) or after [`MAX_FORWARDED_HOPS`] entries, and the client is the last address
 /// that was verified: whatever stands further left was written by someone no trusted proxy
 /// vouches for, so a client can never pick an arbitrary address this way.
+///
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.5`, how a `[::]` listener sees an IPv4 peer, and
+/// how some proxies write `X-Forwarded-For`) count as the IPv4 address they map, both for the
+/// trust decision and as the client.
 pub(crate) fn real_client_ip(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
     is_trusted: impl Fn(IpAddr) -> bool,
 ) -> Option<IpAddr> {
-    let peer = peer?;
+    let peer = peer?.to_canonical();
     if !is_trusted(peer) {
         return Some(peer);
     }
@@ -156,7 +160,7 @@ pub(crate) fn real_client_ip(
             if hops > MAX_FORWARDED_HOPS {
                 return Some(client);
             }
-            let Ok(ip) = entry.parse::<IpAddr>() else {
+            let Ok(ip) = entry.parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
                 return Some(client);
             };
             if !is_trusted(ip) {
@@ -532,6 +536,26 @@ mod tests {
         assert_eq!(
             real_client_ip(Some(ip("10.0.0.1")), &r.headers, trusted),
             Some(ip("10.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_and_hops_count_as_their_ipv4_address() {
+        // A `[::]` listener sees the IPv4 load balancer 10.0.0.1 as ::ffff:10.0.0.1.
+        assert_eq!(
+            client_of("::ffff:10.0.0.1", &["198.51.100.1"]),
+            Some(ip("198.51.100.1"))
+        );
+        assert_eq!(
+            client_of(
+                "::ffff:10.0.0.1",
+                &["6.6.6.6, ::ffff:198.51.100.1, ::ffff:10.0.0.9"]
+            ),
+            Some(ip("198.51.100.1"))
+        );
+        assert_eq!(
+            client_of("::ffff:192.0.2.7", &["6.6.6.6"]),
+            Some(ip("192.0.2.7"))
         );
     }
 

@@ -4,6 +4,7 @@
 pub mod canonical;
 pub mod error;
 pub mod forward;
+pub(crate) mod host;
 pub mod pool;
 pub mod router;
 
@@ -147,16 +148,27 @@ fn is_https(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
-/// The request's host: the URI authority (HTTP/2, absolute-form) or the Host header.
+/// The request's host, with its port: the URI authority (HTTP/2) or the Host header, which
+/// `host::settle_host` set from the target's authority for absolute-form requests.
 fn request_host(req: &RequestHeader) -> &str {
     req.uri
-        .host()
+        .authority()
+        .map(|a| a.as_str())
         .or_else(|| {
             req.headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("")
+}
+
+/// The host the client asked for, for `X-Forwarded-Host`: the one routing used (see
+/// [`request_host`]), so an HTTP/2 request without a Host header still has one.
+fn original_host(req: &RequestHeader) -> Option<http::HeaderValue> {
+    match req.uri.authority() {
+        Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers.get(http::header::HOST).cloned(),
+    }
 }
 
 /// The path and query as received; logs show it only through the `Redactor`.
@@ -327,15 +339,18 @@ fn set_path_and_query(
     }
 }
 
-/// Makes the request path canonical in place, then routes on it (see `canonical`).
+/// Settles the host and makes the request path canonical in place, then routes on both (see
+/// `host` and `canonical`).
 fn canonical_route(
     rt: &Runtime,
     req: &mut RequestHeader,
-) -> std::result::Result<RouteMatch, canonical::PathError> {
+) -> std::result::Result<RouteMatch, GatewayError> {
     let opts = canonical::PathOptions {
         merge_slashes: rt.config.server.merge_slashes,
     };
-    let encoded_slash = canonical::canonicalize_request(req, opts)?;
+    host::settle_host(req).map_err(GatewayError::InvalidHost)?;
+    let encoded_slash =
+        canonical::canonicalize_request(req, opts).map_err(GatewayError::InvalidPath)?;
     let (host, path, method) = (request_host(req), req.uri.path(), req.method.as_str());
     let found = rt.router.find(host, path, method);
     if !encoded_slash {
@@ -343,6 +358,7 @@ fn canonical_route(
     }
     let routes = &rt.config.routes;
     canonical::check_encoded_slashes(&rt.router, routes, found, (host, path, method), opts)
+        .map_err(GatewayError::InvalidPath)
 }
 
 fn hash_key_bytes<'a>(
@@ -422,7 +438,7 @@ impl ProxyHttp for Gateway {
             }
         };
         match canonical_route(&rt, session.req_header_mut()) {
-            Err(e) => ctx.reject = Some(GatewayError::InvalidPath(e)),
+            Err(e) => ctx.reject = Some(e),
             Ok(RouteMatch::Found { route, matched_len }) => {
                 ctx.route = Some(route);
                 ctx.matched_len = matched_len;
@@ -531,11 +547,12 @@ impl ProxyHttp for Gateway {
             let query = upstream.uri.query().map(str::to_string);
             set_path_and_query(upstream, &path, query.as_deref(), "path after strip_prefix")?;
         }
-        let original_host = session.req_header().headers.get(http::header::HOST);
+        let original_host = original_host(session.req_header());
         forward::remove_hop_by_hop(upstream);
         let trusted = ctx.peer_trusted;
         rt.spoof_guard.strip(upstream, trusted);
         let https = is_https(session);
+        let original_host = original_host.as_ref();
         forward::set_forwarded_headers(upstream, peer_ip(session), trusted, https, original_host)?;
         let local_port = session
             .server_addr()

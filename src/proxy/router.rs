@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use super::host::parse_host;
 use crate::config::{HostPattern, PathMatch, RouteConfig};
 
 /// A set of HTTP methods as a bit mask; `ANY` also accepts extension methods.
@@ -193,14 +194,11 @@ impl Router {
     }
 }
 
-/// Lowercases the host into `buf` and drops a `:port`; `None` when it cannot be a host.
+/// Lowercases the host into `buf` and drops its port and a trailing dot; `None` when it is not
+/// a host by the one strict parse the request was already checked with ([`parse_host`]), so a
+/// lax spelling can never fall through to host-less routes while an upstream reads a host.
 fn normalize_host<'a>(host: &str, buf: &'a mut [u8; MAX_HOST]) -> Option<&'a str> {
-    let host = if host.starts_with('[') {
-        // IPv6 literal: keep the brackets' content as-is.
-        host.split(']').next().map(|h| &h[1..])?
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
+    let host = parse_host(host.as_bytes()).ok()?.host;
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.len() > MAX_HOST {
         return None;
@@ -499,6 +497,29 @@ mod tests {
         assert_eq!(strip_prefix("/api/users", 4), "/users");
         assert_eq!(strip_prefix("/api", 4), "/");
         assert_eq!(strip_prefix("/api/", 4), "/");
+    }
+
+    #[test]
+    fn host_routes_match_by_the_strict_parse_of_the_host() {
+        let r = Router::build(&[
+            route("any", &[], "/", false, &[]),
+            route("admin", &["admin.example.com"], "/", false, &[]),
+        ]);
+        for host in [
+            "admin.example.com",
+            "ADMIN.example.com:8080",
+            "admin.example.com.",
+        ] {
+            assert_eq!(found(r.find(host, "/", "GET")), 1, "{host}");
+        }
+        // Refused before routing; were one to get here, it is no host at all, not `…:1`.
+        for host in [
+            "admin.example.com:1:2",
+            "admin.example.com:",
+            "u@admin.example.com",
+        ] {
+            assert_eq!(found(r.find(host, "/", "GET")), 0, "{host}");
+        }
     }
 
     #[test]
