@@ -6,10 +6,27 @@ mod support;
 use std::collections::BTreeSet;
 
 use support::config::{route, upstream, PREAMBLE};
-use support::{parse_metrics, Client, Gateway, Upstream};
+use support::{eventually, parse_metrics, Client, Gateway, Sample, Upstream};
 
 /// How many distinct extension methods the test sends.
 const METHODS: usize = 300;
+
+/// The `portcullis_requests_total` samples once `requests` requests are counted. A request is
+/// counted in its logging phase, after the client has its response, so the last one may
+/// still be on its way when the client asks for the metrics.
+fn request_samples(gw: &Gateway, requests: usize) -> Vec<Sample> {
+    let read = || -> Vec<Sample> {
+        parse_metrics(&gw.metrics())
+            .into_iter()
+            .filter(|s| s.name == "portcullis_requests_total")
+            .collect()
+    };
+    let counted = |samples: &[Sample]| samples.iter().map(|s| s.value).sum::<f64>();
+    eventually(std::time::Duration::from_secs(5), || {
+        counted(&read()) >= requests as f64
+    });
+    read()
+}
 
 #[test]
 fn extension_methods_do_not_create_request_series() {
@@ -37,10 +54,7 @@ fn extension_methods_do_not_create_request_series() {
     }
     assert_eq!(client.get(&gw.url("/things/a")).status, 200);
 
-    let samples: Vec<_> = parse_metrics(&gw.metrics())
-        .into_iter()
-        .filter(|s| s.name == "portcullis_requests_total")
-        .collect();
+    let samples = request_samples(&gw, METHODS + 1);
     let methods: BTreeSet<&str> = samples
         .iter()
         .filter_map(|s| s.labels.get("method").map(String::as_str))
@@ -92,10 +106,7 @@ fn upstream_statuses_past_599_share_one_label() {
     let response = client.get_with(&gw.url("/things/a"), &[("x-test-status", "503")]);
     assert_eq!(response.status, 503);
 
-    let samples: Vec<_> = parse_metrics(&gw.metrics())
-        .into_iter()
-        .filter(|s| s.name == "portcullis_requests_total")
-        .collect();
+    let samples = request_samples(&gw, odd.len() + 1);
     let statuses: BTreeSet<&str> = samples
         .iter()
         .filter_map(|s| s.labels.get("status").map(String::as_str))

@@ -17,6 +17,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::cache::KEY_CREATED_PREFIX;
 use crate::principal::{unix_now, Credential, Principal};
 use crate::store::{EntryRevocation, Invalidation, Store, StoreError};
 
@@ -266,9 +267,10 @@ impl KeyStore {
         self.store
             .set_add(&self.consumer_key(&record.consumer), &record.id, ttl)
             .await?;
-        // A node may remember this hash as unknown; make it forget.
+        // A node may remember this hash as unknown; make it forget. A creation is not a
+        // revocation: nodes keep caching answers that saw the record (see `DecisionCache`).
         self.store
-            .publish_invalidation(&format!("apikey:{hash_hex}"))
+            .publish_invalidation(&format!("{KEY_CREATED_PREFIX}{hash_hex}"))
             .await?;
         Ok(())
     }
@@ -287,15 +289,14 @@ impl KeyStore {
         let mut invalidations = Vec::new();
         for key in new {
             self.put_hashed(&key.record, &key.hash, ttl).await?;
-            // A value this node answered "unknown" for before the reload sits in its negative
-            // tier; `put_hashed` publishes the invalidation, but this node's own subscription
-            // may deliver it after the reload has returned, so it is applied here as well.
-            if old.iter().all(|o| o.hash != key.hash) {
-                invalidations.push(Invalidation::Key(format!(
-                    "apikey:{}",
-                    hex::encode(key.hash)
-                )));
-            }
+            // Applied here, not left to this node's own subscription (which may deliver after
+            // the reload has returned): an added value may sit in the negative tier from a
+            // request before the reload, and a kept one may be cached with its old record
+            // (plan, scopes) in the positive tier.
+            invalidations.push(Invalidation::Key(format!(
+                "apikey:{}",
+                hex::encode(key.hash)
+            )));
         }
         for gone in old.iter().filter(|o| new.iter().all(|n| n.hash != o.hash)) {
             let hash_hex = hex::encode(gone.hash);

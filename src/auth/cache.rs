@@ -80,7 +80,16 @@ pub enum Cached {
 /// lookup asks the store, handed back when its answer is cached. An answer read before an
 /// invalidation landed may describe a credential revoked since, so it is not cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Ticket(u64);
+pub(crate) struct Ticket {
+    /// `DecisionCache::revocations` when the lookup began.
+    revocations: u64,
+    /// `DecisionCache::changes` when the lookup began.
+    changes: u64,
+}
+
+/// The prefix of the invalidation a new API key publishes (followed by its hash in hex): it
+/// only makes nodes forget that the hash was unknown.
+pub(crate) const KEY_CREATED_PREFIX: &str = "apikey-new:";
 
 /// The in-process decision cache.
 pub struct DecisionCache {
@@ -89,10 +98,14 @@ pub struct DecisionCache {
     /// Revoked token ids, so a cached token is refused as soon as its `jti` is revoked.
     revoked_jti: Cache<String, ()>,
     max_ttl: Duration,
-    /// Counts invalidations applied (and clears). A store answer is cached only if this has
-    /// not moved since its lookup began: one counter for all keys keeps `apply` cheap, and the
-    /// price, an answer not cached when any invalidation raced it, is one more store read.
-    epoch: AtomicU64,
+    /// Counts revocations, resets and clears. A "valid" answer from the store is cached only
+    /// if this has not moved since its lookup began: one counter for all keys keeps `apply`
+    /// cheap, and the price, an answer not cached when a revocation raced it, is one more
+    /// store read. Key creations do not move it: a lookup that saw the record may keep it.
+    revocations: AtomicU64,
+    /// Counts every invalidation, creations included. An "unknown" answer is cached only if
+    /// this has not moved, so an older "does not exist" never outlives a key's creation.
+    changes: AtomicU64,
     metrics: CacheMetrics,
 }
 
@@ -119,7 +132,8 @@ impl DecisionCache {
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
             max_ttl,
-            epoch: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             metrics,
         }
     }
@@ -147,18 +161,26 @@ impl DecisionCache {
 
     /// The invalidations seen so far; take it before a lookup goes to the store.
     pub(crate) fn ticket(&self) -> Ticket {
-        Ticket(self.epoch.load(Ordering::SeqCst))
+        Ticket {
+            revocations: self.revocations.load(Ordering::SeqCst),
+            changes: self.changes.load(Ordering::SeqCst),
+        }
     }
 
-    /// Whether an invalidation was applied since `ticket` was taken.
-    fn invalidated_since(&self, ticket: Ticket) -> bool {
-        self.epoch.load(Ordering::SeqCst) != ticket.0
+    /// Whether a revocation (or reset) was applied since `ticket` was taken.
+    fn revoked_since(&self, ticket: Ticket) -> bool {
+        self.revocations.load(Ordering::SeqCst) != ticket.revocations
+    }
+
+    /// Whether any invalidation, a key creation included, was applied since `ticket`.
+    fn changed_since(&self, ticket: Ticket) -> bool {
+        self.changes.load(Ordering::SeqCst) != ticket.changes
     }
 
     /// `put_known` for a principal read from the store by a lookup that took `ticket` first:
     /// not cached if an invalidation landed meanwhile, so a revocation that overtakes a
-    /// lookup in flight cannot be undone by it. The entry is inserted and the epoch checked
-    /// after; `apply` moves the epoch before it removes entries, so either this sees the move
+    /// lookup in flight cannot be undone by it. The entry is inserted and the counter checked
+    /// after; `apply` moves the counter before it removes entries, so either this sees the move
     /// or the removal comes after the insert.
     pub(crate) fn put_known_since(
         &self,
@@ -166,11 +188,11 @@ impl DecisionCache {
         principal: Arc<Principal>,
         ticket: Ticket,
     ) {
-        if self.invalidated_since(ticket) {
+        if self.revoked_since(ticket) {
             return;
         }
         self.put_known(hash, principal);
-        if self.invalidated_since(ticket) {
+        if self.revoked_since(ticket) {
             self.known.invalidate(&hash);
         }
     }
@@ -178,11 +200,11 @@ impl DecisionCache {
     /// `put_unknown` for a lookup that took `ticket` first (a key created meanwhile publishes
     /// an invalidation, which must not be undone by an older "does not exist").
     pub(crate) fn put_unknown_since(&self, hash: [u8; 32], ticket: Ticket) {
-        if self.invalidated_since(ticket) {
+        if self.changed_since(ticket) {
             return;
         }
         self.put_unknown(hash);
-        if self.invalidated_since(ticket) {
+        if self.changed_since(ticket) {
             self.unknown.invalidate(&hash);
         }
     }
@@ -213,14 +235,24 @@ impl DecisionCache {
     /// Applies an invalidation from any node.
     pub(crate) fn apply(&self, invalidation: &Invalidation) {
         // Before removing anything: see `put_known_since`.
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let created =
+            matches!(invalidation, Invalidation::Key(k) if k.starts_with(KEY_CREATED_PREFIX));
+        if !created {
+            self.revocations.fetch_add(1, Ordering::SeqCst);
+        }
+        self.changes.fetch_add(1, Ordering::SeqCst);
         match invalidation {
             Invalidation::Reset => {
                 self.known.invalidate_all();
                 self.unknown.invalidate_all();
             }
             Invalidation::Key(key) => {
-                if let Some(hash_hex) = key.strip_prefix("apikey:") {
+                if let Some(hash_hex) = key.strip_prefix(KEY_CREATED_PREFIX) {
+                    let mut hash = [0u8; 32];
+                    if hex::decode_to_slice(hash_hex, &mut hash).is_ok() {
+                        self.unknown.invalidate(&hash);
+                    }
+                } else if let Some(hash_hex) = key.strip_prefix("apikey:") {
                     let mut hash = [0u8; 32];
                     if hex::decode_to_slice(hash_hex, &mut hash).is_ok() {
                         self.known.invalidate(&hash);
@@ -235,7 +267,8 @@ impl DecisionCache {
 
     /// Drops every cached decision (used when the auth config changes on reload).
     pub(crate) fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
         self.known.invalidate_all();
         self.unknown.invalidate_all();
     }
@@ -333,6 +366,31 @@ mod tests {
         let ticket = c.ticket();
         c.put_unknown_since(h, ticket);
         assert_eq!(c.get(&h), Cached::Unknown);
+    }
+
+    #[test]
+    fn a_key_creation_forgets_unknown_answers_but_lets_a_lookup_that_saw_the_key_cache_it() {
+        let c = cache();
+        let created = Invalidation::Key(format!("{KEY_CREATED_PREFIX}{}", hex::encode([9u8; 32])));
+        // A node that had answered "unknown" forgets it once the key is created.
+        c.put_unknown([9u8; 32]);
+        c.apply(&created);
+        assert_eq!(c.get(&[9u8; 32]), Cached::Miss);
+        // A lookup that read the new record while the creation's own invalidation arrived
+        // keeps its answer: a creation revokes nothing.
+        let ticket = c.ticket();
+        c.apply(&created);
+        c.put_known_since([9u8; 32], principal(None, None), ticket);
+        assert!(matches!(c.get(&[9u8; 32]), Cached::Known(_)));
+        // But an "unknown" read before that creation is not remembered.
+        let h = [10u8; 32];
+        let ticket = c.ticket();
+        c.apply(&Invalidation::Key(format!(
+            "{KEY_CREATED_PREFIX}{}",
+            hex::encode(h)
+        )));
+        c.put_unknown_since(h, ticket);
+        assert_eq!(c.get(&h), Cached::Miss);
     }
 
     #[test]
