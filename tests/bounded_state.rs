@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::config::{route, store, upstream, Preamble};
 use support::gateway::run_to_exit;
+use support::redis::command_calls;
 use support::{admin_json, assert_error, metric, Client, Gateway, Redis, Response, Upstream};
 
 const ADMIN_TOKEN: &str = "admin-token-bounded-6e1f0a2b9c8d";
@@ -48,21 +49,6 @@ fn remaining(response: &Response) -> u64 {
         .find_map(|part| part.trim().strip_prefix("r="))
         .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("no remaining in RateLimit {value:?}"))
-}
-
-/// Calls of one Redis command so far, from `INFO commandstats` (0 before the first).
-fn command_calls(redis: &Redis, command: &str) -> u64 {
-    let info = redis
-        .query(&["INFO", "commandstats"])
-        .expect("INFO commandstats")
-        .text()
-        .expect("INFO is a bulk string");
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|line| line.trim().strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 // === in-process counters ===

@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 use support::config::{route, store, upstream, Preamble};
 use support::jwks::sign;
+use support::redis::command_calls;
 use support::{admin_json, assert_error, metric, unix_now};
 use support::{Client, Gateway, Redis, Response, Upstream};
 
@@ -43,21 +44,6 @@ fn create_key(client: &Client, gw: &Gateway, body: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("POST /keys answered no key: {}", r.body))
         .to_string()
-}
-
-/// Calls of one Redis command so far, from `INFO commandstats` (0 before the first).
-fn command_calls(redis: &Redis, command: &str) -> u64 {
-    let info = redis
-        .query(&["INFO", "commandstats"])
-        .expect("INFO commandstats")
-        .text()
-        .expect("INFO is a bulk string");
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|line| line.trim().strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 fn blocked_total(gw: &Gateway) -> f64 {

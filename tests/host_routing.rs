@@ -6,10 +6,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::config::{route, upstream, PREAMBLE};
+use support::tls::self_signed;
 use support::upstream::SeenRequest;
 use support::{assert_error, free_port, raw, run_to_exit, Gateway, RawResponse, Upstream};
 
@@ -204,28 +205,6 @@ fn well_formed_host_spellings_still_reach_their_virtual_host() {
         only_request(&s.public, "an IPv6 literal").header("host"),
         Some("[::1]:8080")
     );
-}
-
-/// Writes a self-signed certificate for 127.0.0.1 into `dir`; returns (cert, key) paths.
-fn self_signed(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("the openssl command is needed for this test (Debian package openssl)");
-    assert!(status.success(), "openssl req failed");
-    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-    (text(&cert), text(&key))
 }
 
 #[test]

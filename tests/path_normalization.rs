@@ -7,12 +7,12 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::config::{route, upstream_addrs, PREAMBLE};
 use support::normalizing::{resolve_path, NormalizingUpstream, Resolved};
 use support::raw::{self, RawResponse};
+use support::tls::self_signed;
 use support::{assert_error, free_port, Gateway};
 
 /// The config-declared API key of consumer `alice` (given to the gateway as `PATH_TEST_KEY`).
@@ -329,28 +329,6 @@ fn merge_slashes_off_keeps_repeated_slashes_but_still_removes_dots() {
         400,
         "invalid_path",
     );
-}
-
-/// Writes a self-signed certificate for 127.0.0.1 into `dir`; returns (cert, key) paths.
-fn self_signed(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("the openssl command is needed for this test (Debian package openssl)");
-    assert!(status.success(), "openssl req failed");
-    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-    (text(&cert), text(&key))
 }
 
 /// `curl --http2 --path-as-is` (so curl sends the path unchanged); (status, body).

@@ -19,21 +19,7 @@ struct Cert {
 impl Cert {
     fn new() -> Cert {
         let dir = tempfile::tempdir().expect("temp dir");
-        let status = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args(["-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(dir.path().join("key.pem"))
-            .arg("-out")
-            .arg(dir.path().join("cert.pem"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("the openssl command is needed for TLS tests (Debian package openssl)");
-        assert!(status.success(), "openssl req failed");
+        support::tls::self_signed(dir.path());
         Cert { dir }
     }
     fn cert(&self) -> PathBuf {

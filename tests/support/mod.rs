@@ -230,3 +230,6 @@ pub fn wait_fetches(server: &jwks::JwksServer, n: usize) {
         server.requests()
     );
 }
+
+/// `tls`: self-signed certificates for the HTTPS listener tests.
+pub mod tls;

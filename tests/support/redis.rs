@@ -560,3 +560,18 @@ fn expect_redis_server(spawned: io::Result<Child>) -> Child {
         Err(e) => panic!("cannot start redis-server: {e}"),
     }
 }
+
+/// Calls of one Redis command so far, from `INFO commandstats` (0 before the first).
+pub fn command_calls(redis: &Redis, command: &str) -> u64 {
+    let info = redis
+        .query(&["INFO", "commandstats"])
+        .expect("INFO commandstats")
+        .text()
+        .expect("INFO is a bulk string");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
