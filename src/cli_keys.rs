@@ -57,7 +57,7 @@ pub enum KeysError {
     Services(#[from] crate::server::StartError),
     /// The `[auth.api_key]` settings could not be used.
     #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
+    Snapshot(#[from] crate::proxy::snapshot::SnapshotError),
     /// The config has no `[auth.api_key]`.
     #[error("{}: has no [auth.api_key] section", file.display())]
     NoApiKeys {
@@ -95,7 +95,7 @@ pub enum KeysError {
 
 /// Runs a keys command against the store of the config at `path`; the text to print, or why not.
 pub fn run(path: &Path, command: KeysCommand) -> Result<String, KeysError> {
-    let config = crate::runtime::load_config(path)?;
+    let config = crate::proxy::snapshot::load_config(path)?;
     refuse_config_key(&config, &command)?;
     if config.store.is_none() {
         return Err(KeysError::NoStore {
@@ -103,11 +103,12 @@ pub fn run(path: &Path, command: KeysCommand) -> Result<String, KeysError> {
         });
     }
     let services = crate::server::services(&config)?;
-    let keys = crate::runtime::key_store(&config, services.auth.store())?.ok_or_else(|| {
-        KeysError::NoApiKeys {
-            file: path.to_path_buf(),
-        }
-    })?;
+    let keys =
+        crate::proxy::snapshot::key_store(&config, services.auth.store())?.ok_or_else(|| {
+            KeysError::NoApiKeys {
+                file: path.to_path_buf(),
+            }
+        })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

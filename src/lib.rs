@@ -5,12 +5,12 @@
 //!
 //! - `server`, `admin` (loopback health, readiness, metrics, reload, keys, revocations), and
 //!   [`cli_keys`] (the `keys` subcommands against the configured store): assembly and edges.
-//! - [`runtime`]: a validated config compiled into the immutable form requests run against
-//!   (routing table, pools, redactor, spoof guard, authenticator), swapped atomically on
-//!   reload; [`runtime::load_config`] is the one way in for a config file.
-//! - [`proxy`]: the Pingora `ProxyHttp` implementation, the canonical request path, routing,
-//!   upstream pools with health checks, forwarding headers and the real client IP, and the one
-//!   error type that knows its HTTP status.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation, the compiled [`proxy::snapshot`] of a
+//!   config that requests run against (routes beside the router that finds them, pools,
+//!   redactor, spoof guard, authenticator) with the [`proxy::reload`] handle that swaps it
+//!   atomically, the canonical request path, routing, upstream pools with health checks,
+//!   forwarding headers and the real client IP, and the one error type that knows its HTTP
+//!   status. [`proxy::snapshot::load_config`] is the one way in for a config file.
 //! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, and the checks of
 //!   `[auth]` that need auth's own code.
 //! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), bounded
@@ -33,6 +33,5 @@ pub mod observe;
 pub mod principal;
 pub mod proxy;
 pub mod ratelimit;
-pub mod runtime;
 pub mod server;
 pub mod store;

@@ -105,12 +105,12 @@ fn keys(path: &std::path::Path, command: Keys) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match portcullis::runtime::load_config(path) {
+    match portcullis::proxy::snapshot::load_config(path) {
         Ok(config) => {
             println!(
                 "{}: ok: {}",
                 path.display(),
-                portcullis::runtime::summary(&config)
+                portcullis::proxy::snapshot::summary(&config)
             );
             ExitCode::SUCCESS
         }

@@ -15,9 +15,10 @@ use crate::auth::{AuthMetrics, AuthShared, CacheMetrics, DecisionCache};
 use crate::config::read_secret;
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::pool::run_health_checks;
+use crate::proxy::reload::SnapshotHandle;
+use crate::proxy::snapshot::{Services, SnapshotError};
 use crate::proxy::Gateway;
 use crate::ratelimit::{Limiter, RateMetrics};
-use crate::runtime::{RuntimeHandle, Services};
 use crate::store::Store;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use std::time::Duration;
 pub enum StartError {
     /// The config could not be loaded.
     #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
+    Snapshot(#[from] SnapshotError),
     /// The admin token could not be read.
     #[error("admin token: {0}")]
     Secret(#[from] crate::config::SecretError),
@@ -79,12 +80,11 @@ const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(2);
 
 /// Builds the server for a config file; call `run_forever` on the result.
 pub fn build(config_path: &Path) -> Result<Built, StartError> {
-    let config =
-        crate::runtime::load_config(config_path).map_err(crate::runtime::RuntimeError::from)?;
+    let config = crate::proxy::snapshot::load_config(config_path).map_err(SnapshotError::from)?;
     let services = services(&config)?;
     let metrics = services.metrics.clone();
-    let runtime = Arc::new(RuntimeHandle::new(config_path, config, services)?);
-    let rt = runtime.current();
+    let snapshots = Arc::new(SnapshotHandle::new(config_path, config, services)?);
+    let rt = snapshots.current();
     let config = &rt.config;
 
     let token = read_secret(
@@ -122,7 +122,7 @@ pub fn build(config_path: &Path) -> Result<Built, StartError> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let gateway = Gateway::new(runtime.clone(), metrics.clone(), access_log.clone());
+    let gateway = Gateway::new(snapshots.clone(), metrics.clone(), access_log.clone());
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "proxy");
     for addr in &config.server.listen {
@@ -141,12 +141,12 @@ pub fn build(config_path: &Path) -> Result<Built, StartError> {
 
     let mut admin = Service::new(
         "admin".to_string(),
-        AdminApp::new(runtime.clone(), metrics, token),
+        AdminApp::new(snapshots.clone(), metrics, token),
     );
     admin.add_tcp(config.admin.listen.raw().trim());
     admin.threads = Some(1);
 
-    let mut background = background_service("health checks and reload", Background { runtime });
+    let mut background = background_service("health checks and reload", Background { snapshots });
     background.threads = Some(1);
 
     server.add_service(proxy);
@@ -186,24 +186,29 @@ pub fn services(config: &crate::config::Config) -> Result<Services, StartError> 
 
 /// Runs health checks for the current pools and reloads the config on SIGHUP.
 struct Background {
-    runtime: Arc<RuntimeHandle>,
+    snapshots: Arc<SnapshotHandle>,
 }
 
 #[async_trait]
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let runtime = self.runtime.clone();
+        let snapshots = self.snapshots.clone();
         let checks = tokio::spawn(async move {
             run_health_checks(|| {
                 // Piggybacks on the health-check tick: a reload's new verifier starts refreshing.
-                let rt = runtime.current();
+                let rt = snapshots.current();
                 rt.auth.ensure_jwks_refresh();
-                runtime.pools()
+                snapshots.pools()
             })
             .await
         });
-        let invalidations =
-            tokio::spawn(self.runtime.services().auth.clone().follow_invalidations());
+        let invalidations = tokio::spawn(
+            self.snapshots
+                .services()
+                .auth
+                .clone()
+                .follow_invalidations(),
+        );
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -215,9 +220,9 @@ impl BackgroundService for Background {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                    log::info!("SIGHUP received, reloading {}", self.runtime.path().display());
+                    log::info!("SIGHUP received, reloading {}", self.snapshots.path().display());
                     // The result is logged and counted by reload() itself.
-                    let _ = self.runtime.reload();
+                    let _ = self.snapshots.reload();
                 }
             }
         }

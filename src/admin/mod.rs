@@ -13,11 +13,11 @@ use pingora::protocols::http::ServerSession;
 
 use crate::auth::{KeyError, NewKey};
 use crate::observe::Metrics;
-use crate::runtime::RuntimeHandle;
+use crate::proxy::reload::SnapshotHandle;
 
 /// The admin HTTP application.
 pub(crate) struct AdminApp {
-    runtime: Arc<RuntimeHandle>,
+    snapshots: Arc<SnapshotHandle>,
     metrics: Arc<Metrics>,
     token: Option<String>,
 }
@@ -25,12 +25,12 @@ pub(crate) struct AdminApp {
 impl AdminApp {
     /// Creates the app; `token` guards mutating endpoints.
     pub(crate) fn new(
-        runtime: Arc<RuntimeHandle>,
+        snapshots: Arc<SnapshotHandle>,
         metrics: Arc<Metrics>,
         token: Option<String>,
     ) -> AdminApp {
         AdminApp {
-            runtime,
+            snapshots,
             metrics,
             token,
         }
@@ -51,7 +51,7 @@ impl AdminApp {
     }
 
     fn reload(&self) -> Response<Vec<u8>> {
-        match self.runtime.reload() {
+        match self.snapshots.reload() {
             Ok(r) => json(
                 StatusCode::OK,
                 serde_json::json!({
@@ -131,8 +131,8 @@ struct Revocation {
 
 impl AdminApp {
     fn readiness(&self) -> Response<Vec<u8>> {
-        let rt = self.runtime.current();
-        let store = self.runtime.services().auth.store();
+        let rt = self.snapshots.current();
+        let store = self.snapshots.services().auth.store();
         json(
             StatusCode::OK,
             serde_json::json!({
@@ -147,7 +147,7 @@ impl AdminApp {
     }
 
     async fn create_key(&self, new: NewKey) -> Response<Vec<u8>> {
-        match self.runtime.current().auth.create_key(new).await {
+        match self.snapshots.current().auth.create_key(new).await {
             Ok((record, secret)) => json(
                 StatusCode::CREATED,
                 serde_json::json!({"key": secret, "record": record}),
@@ -157,7 +157,7 @@ impl AdminApp {
     }
 
     async fn list_keys(&self, query: &str) -> Response<Vec<u8>> {
-        let auth = &self.runtime.current().auth;
+        let auth = &self.snapshots.current().auth;
         if auth.keys().is_none() {
             // Disabled API keys answer 404 before the query is looked at.
             return key_error(KeyError::Disabled);
@@ -176,7 +176,7 @@ impl AdminApp {
     }
 
     async fn revoke_key(&self, id: &str) -> Response<Vec<u8>> {
-        match self.runtime.current().auth.revoke_key(id).await {
+        match self.snapshots.current().auth.revoke_key(id).await {
             Ok(true) => json(StatusCode::OK, serde_json::json!({"revoked": id})),
             Ok(false) => error(
                 StatusCode::NOT_FOUND,
@@ -208,7 +208,13 @@ impl AdminApp {
                 "exp must be unix seconds at most 10 years from now",
             );
         }
-        match self.runtime.current().auth.revoke_jti(&r.jti, r.exp).await {
+        match self
+            .snapshots
+            .current()
+            .auth
+            .revoke_jti(&r.jti, r.exp)
+            .await
+        {
             Ok(()) => json(
                 StatusCode::CREATED,
                 serde_json::json!({"revoked": r.jti, "until": r.exp}),
@@ -290,7 +296,7 @@ impl ServeHttp for AdminApp {
             ("GET", "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             ("GET", "/readyz") => self.readiness(),
             ("GET", "/metrics") => {
-                self.runtime.export_peer_health();
+                self.snapshots.export_peer_health();
                 build(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",

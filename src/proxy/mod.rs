@@ -6,7 +6,9 @@ pub mod error;
 pub mod forward;
 pub(crate) mod host;
 pub mod pool;
+pub mod reload;
 pub mod router;
+pub mod snapshot;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,17 +29,18 @@ use crate::observe::{
 };
 use crate::principal::Principal;
 use crate::ratelimit::{Quota, RequestFacts, Verdict};
-use crate::runtime::{Route, Runtime, RuntimeHandle};
 use error::GatewayError;
 use forward::X_CONSUMER_ID;
+use reload::SnapshotHandle;
 use router::RouteMatch;
+use snapshot::{Route, Snapshot};
 
 /// Marks "no healthy peer" so `fail_to_proxy` can tell it from a failed connection.
 const NO_HEALTHY_UPSTREAM: ErrorType = ErrorType::Custom("no_healthy_upstream");
 
 /// The gateway's proxy logic.
 pub struct Gateway {
-    runtime: Arc<RuntimeHandle>,
+    snapshots: Arc<SnapshotHandle>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
 }
@@ -49,7 +52,7 @@ pub struct RequestCtx {
     /// The same id as a header value, built once and shared with the upstream request and the
     /// response (a reference-count bump each, not a copy).
     request_id_header: Option<http::HeaderValue>,
-    runtime: Option<Arc<Runtime>>,
+    snapshot: Option<Arc<Snapshot>>,
     route: Option<usize>,
     matched_len: usize,
     reject: Option<GatewayError>,
@@ -74,14 +77,14 @@ pub struct RequestCtx {
 }
 
 impl Gateway {
-    /// Creates the proxy over a runtime handle (swapped on reload), metrics and the access log.
+    /// Creates the proxy over a snapshot handle (swapped on reload), metrics and the access log.
     pub fn new(
-        runtime: Arc<RuntimeHandle>,
+        snapshots: Arc<SnapshotHandle>,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
     ) -> Gateway {
         Gateway {
-            runtime,
+            snapshots,
             metrics,
             access_log,
         }
@@ -107,7 +110,7 @@ impl Gateway {
             headers: &session.req_header().headers,
         };
         match self
-            .runtime
+            .snapshots
             .services()
             .limiter
             .check(&route.rate_limit, &facts)
@@ -131,7 +134,7 @@ impl Gateway {
 
 impl RequestCtx {
     fn route(&self) -> Option<&Route> {
-        let rt = self.runtime.as_ref()?;
+        let rt = self.snapshot.as_ref()?;
         rt.routes.get(self.route?)
     }
 }
@@ -228,7 +231,7 @@ async fn authenticate(
     ctx: &mut RequestCtx,
     limiter: &crate::ratelimit::Limiter,
 ) -> std::result::Result<(), GatewayError> {
-    let (Some(rt), Some(route)) = (ctx.runtime.as_deref(), ctx.route()) else {
+    let (Some(rt), Some(route)) = (ctx.snapshot.as_deref(), ctx.route()) else {
         return Ok(());
     };
     if route.auth.methods.is_empty() {
@@ -280,7 +283,7 @@ async fn authenticate(
 /// Sets identity headers and, unless the route forwards them, strips credentials.
 fn apply_identity(
     upstream: &mut RequestHeader,
-    rt: &Runtime,
+    rt: &Snapshot,
     route: &Route,
     principal: Option<&Principal>,
 ) -> Result<()> {
@@ -342,7 +345,7 @@ fn set_path_and_query(
 /// Settles the host and makes the request path canonical in place, then routes on both (see
 /// `host` and `canonical`).
 fn canonical_route(
-    rt: &Runtime,
+    rt: &Snapshot,
     req: &mut RequestHeader,
 ) -> std::result::Result<RouteMatch, GatewayError> {
     let opts = canonical::PathOptions {
@@ -402,7 +405,7 @@ impl ProxyHttp for Gateway {
             start: Instant::now(),
             request_id: RequestId::default(),
             request_id_header: None,
-            runtime: None,
+            snapshot: None,
             route: None,
             matched_len: 0,
             reject: None,
@@ -424,7 +427,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let rt = self.runtime.current();
+        let rt = self.snapshots.current();
         let req = session.req_header();
         let client_id = req
             .headers
@@ -457,7 +460,7 @@ impl ProxyHttp for Gateway {
         ctx.peer_trusted = peer.is_some_and(|ip| rt.is_trusted(ip));
         ctx.client_ip =
             forward::real_client_ip(peer, &session.req_header().headers, |ip| rt.is_trusted(ip));
-        ctx.runtime = Some(rt);
+        ctx.snapshot = Some(rt);
         Ok(())
     }
 
@@ -466,7 +469,7 @@ impl ProxyHttp for Gateway {
             respond_error(session, &err, ctx).await?;
             return Ok(true);
         }
-        let limiter = &self.runtime.services().limiter;
+        let limiter = &self.snapshots.services().limiter;
         if let Err(err) = authenticate(session, ctx, limiter).await {
             respond_error(session, &err, ctx).await?;
             return Ok(true);
@@ -486,7 +489,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Content-Length was checked up front; this catches chunked bodies that grow too large.
-        if let (Some(chunk), Some(rt)) = (body.as_ref(), ctx.runtime.as_ref()) {
+        if let (Some(chunk), Some(rt)) = (body.as_ref(), ctx.snapshot.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > rt.max_body_size {
                 return Error::e_explain(
@@ -539,7 +542,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(rt), Some(route)) = (ctx.runtime.as_deref(), ctx.route()) else {
+        let (Some(rt), Some(route)) = (ctx.snapshot.as_deref(), ctx.route()) else {
             return Ok(());
         };
         if route.strip_prefix {
@@ -701,9 +704,9 @@ impl ProxyHttp for Gateway {
                 ctx.request_id.as_str(),
             )
         };
-        match &ctx.runtime {
+        match &ctx.snapshot {
             Some(rt) => summary(&rt.redactor),
-            None => summary(&self.runtime.current().redactor),
+            None => summary(&self.snapshots.current().redactor),
         }
     }
 
@@ -729,7 +732,7 @@ impl ProxyHttp for Gateway {
             }
         }
         let path = path_and_query(req);
-        if let Some(rt) = &ctx.runtime {
+        if let Some(rt) = &ctx.snapshot {
             self.access_log.record(
                 &rt.redactor,
                 &AccessRecord {

@@ -1,16 +1,15 @@
-//! The compiled, immutable form of a config, and the handle that swaps it on reload.
+//! The compiled, immutable form of a config that requests run against.
 //!
-//! A request loads the current [`Runtime`] once (one `ArcSwap` load) and uses it to the end, so
+//! A request loads the current [`Snapshot`] once (one `ArcSwap` load) and uses it to the end, so
 //! a reload never changes the rules under a request in flight. Pools whose upstream config did
-//! not change are carried into the new runtime with their health state and connections.
+//! not change are carried into the new snapshot with their health state and connections. The
+//! handle that swaps snapshots on reload is in `reload`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -79,8 +78,8 @@ pub struct Services {
 }
 
 /// The compiled config that requests run against.
-pub struct Runtime {
-    /// The validated model this runtime was compiled from.
+pub struct Snapshot {
+    /// The validated model this snapshot was compiled from.
     pub config: Config,
     /// The routing table; indices point into `routes`.
     pub router: Router,
@@ -102,9 +101,9 @@ pub struct Runtime {
     pub spoof_guard: SpoofGuard,
 }
 
-/// Why a config could not become a runtime.
+/// Why a config could not become a snapshot.
 #[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
+pub enum SnapshotError {
     /// The file failed to load or validate.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
@@ -161,15 +160,15 @@ pub enum RuntimeError {
     },
 }
 
-// === impl Runtime ===
+// === impl Snapshot ===
 
-impl Runtime {
+impl Snapshot {
     /// Compiles a validated config, reusing pools of `previous` whose config is unchanged.
     pub(crate) fn compile(
         config: Config,
-        previous: Option<&Runtime>,
+        previous: Option<&Snapshot>,
         services: &Services,
-    ) -> Result<Runtime, RuntimeError> {
+    ) -> Result<Snapshot, SnapshotError> {
         let mut pools = HashMap::new();
         for u in &config.upstreams {
             let reused = previous
@@ -192,7 +191,7 @@ impl Runtime {
         let auth = compile_auth(&config, &services.auth, previous)?;
         let spoof_guard = SpoofGuard::new(auth.claim_headers());
         let s = &config.server;
-        Ok(Runtime {
+        Ok(Snapshot {
             router,
             routes,
             pools,
@@ -264,7 +263,7 @@ pub fn summary(c: &Config) -> String {
 pub(crate) fn key_store(
     config: &Config,
     store: &Arc<Store>,
-) -> Result<Option<KeyStore>, RuntimeError> {
+) -> Result<Option<KeyStore>, SnapshotError> {
     let Some(k) = &config.auth.api_key else {
         return Ok(None);
     };
@@ -285,8 +284,8 @@ pub(crate) fn key_store(
 fn compile_auth(
     config: &Config,
     shared: &Arc<AuthShared>,
-    previous: Option<&Runtime>,
-) -> Result<Authenticator, RuntimeError> {
+    previous: Option<&Snapshot>,
+) -> Result<Authenticator, SnapshotError> {
     let jwt = match &config.auth.jwt {
         None => None,
         // Keys are read again on every reload (a rotated file counts even when the TOML is
@@ -327,7 +326,7 @@ fn key_ttl(config: &Config) -> Duration {
 fn compile_api_keys(
     config: &Config,
     shared: &Arc<AuthShared>,
-) -> Result<Option<(ApiKeySource, KeyStore, Vec<StaticKey>)>, RuntimeError> {
+) -> Result<Option<(ApiKeySource, KeyStore, Vec<StaticKey>)>, SnapshotError> {
     let (Some(k), Some(keys)) = (&config.auth.api_key, key_store(config, shared.store())?) else {
         return Ok(None);
     };
@@ -335,7 +334,7 @@ fn compile_api_keys(
     let mut static_keys = Vec::with_capacity(k.keys.len());
     for (index, sk) in k.keys.iter().enumerate() {
         let Some(key) = read_secret(sk.key_env.as_deref(), sk.key_file.as_deref())? else {
-            return Err(RuntimeError::StaticKeyValue {
+            return Err(SnapshotError::StaticKeyValue {
                 index,
                 id: sk.id.clone(),
             });
@@ -355,7 +354,7 @@ fn compile_api_keys(
     }
     let source = ApiKeySource {
         header: HeaderName::from_bytes(k.header.as_bytes())
-            .map_err(|source| RuntimeError::ApiKeyHeader { source })?,
+            .map_err(|source| SnapshotError::ApiKeyHeader { source })?,
         query_param: k.query_param.clone(),
     };
     Ok(Some((source, keys, static_keys)))
@@ -364,11 +363,11 @@ fn compile_api_keys(
 /// Stores the config-declared keys of `new` and purges those of `old` it no longer has
 /// (removed, or their value rotated): the old key stops working when the reload returns, not
 /// when its record expires. Called only once `new` compiled, so a failed reload stores nothing.
-fn install_static_keys(
-    new: &Runtime,
-    old: Option<&Runtime>,
+pub(super) fn install_static_keys(
+    new: &Snapshot,
+    old: Option<&Snapshot>,
     shared: &AuthShared,
-) -> Result<(), RuntimeError> {
+) -> Result<(), SnapshotError> {
     let old_keys = old.map_or(&[][..], |o| o.auth.static_keys());
     let new_keys = new.auth.static_keys();
     if old_keys.is_empty() && new_keys.is_empty() {
@@ -387,8 +386,8 @@ fn install_static_keys(
     ));
     match replaced {
         Some(Ok(())) => Ok(()),
-        Some(Err(source)) => Err(RuntimeError::StaticKeyStore { source }),
-        None => Err(RuntimeError::StaticKeyPending),
+        Some(Err(source)) => Err(SnapshotError::StaticKeyStore { source }),
+        None => Err(SnapshotError::StaticKeyPending),
     }
 }
 
@@ -398,7 +397,7 @@ fn compile_route(
     pools: &HashMap<String, Arc<Pool>>,
     config: &Config,
     services: &Services,
-) -> Result<Route, RuntimeError> {
+) -> Result<Route, SnapshotError> {
     let metrics = &services.metrics;
     let claim_header = |claim: &str| {
         config
@@ -417,7 +416,7 @@ fn compile_route(
         services.limiter.metrics(),
         claim_header,
     )
-    .map_err(|reason| RuntimeError::RateLimit {
+    .map_err(|reason| SnapshotError::RateLimit {
         index,
         route: r.name.clone(),
         reason,
@@ -425,7 +424,7 @@ fn compile_route(
     let pool = pools
         .get(&r.upstream)
         .cloned()
-        .ok_or_else(|| RuntimeError::UnknownUpstream {
+        .ok_or_else(|| SnapshotError::UnknownUpstream {
             route: r.name.clone(),
             upstream: r.upstream.clone(),
         })?;
@@ -473,189 +472,6 @@ fn compile_route(
     })
 }
 
-/// The current runtime plus what is needed to replace it.
-pub struct RuntimeHandle {
-    current: ArcSwap<Runtime>,
-    path: PathBuf,
-    services: Services,
-    metrics: Arc<Metrics>,
-    /// Serializes reloads so two at once cannot interleave.
-    reload_lock: std::sync::Mutex<()>,
-}
-
-/// The outcome of a successful reload.
-#[derive(Debug)]
-pub(crate) struct Reloaded {
-    /// One-line summary of the new config.
-    pub(crate) summary: String,
-    /// Changed settings that only take effect after a restart.
-    pub(crate) needs_restart: Vec<&'static str>,
-}
-
-impl RuntimeHandle {
-    /// Compiles the first runtime from `config`, loaded from `path` (which reloads re-read).
-    pub(crate) fn new(
-        path: &Path,
-        config: Config,
-        services: Services,
-    ) -> Result<RuntimeHandle, RuntimeError> {
-        let runtime = Runtime::compile(config, None, &services)?;
-        install_static_keys(&runtime, None, &services.auth)?;
-        Ok(RuntimeHandle {
-            current: ArcSwap::from_pointee(runtime),
-            path: path.to_path_buf(),
-            metrics: services.metrics.clone(),
-            services,
-            reload_lock: std::sync::Mutex::new(()),
-        })
-    }
-
-    /// The runtime in force now.
-    pub(crate) fn current(&self) -> Arc<Runtime> {
-        self.current.load_full()
-    }
-
-    /// The config file this handle reloads from.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The process-wide services.
-    pub(crate) fn services(&self) -> &Services {
-        &self.services
-    }
-
-    /// Re-reads the file and swaps in the new runtime; on any error the old one stays.
-    pub(crate) fn reload(&self) -> Result<Reloaded, RuntimeError> {
-        let _serial = self
-            .reload_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let result = self.try_reload();
-        let label = if result.is_ok() { "ok" } else { "error" };
-        self.metrics.reloads.with_label_values(&[label]).inc();
-        match &result {
-            Ok(r) => log::info!(
-                "config reloaded from {}: {}{}",
-                self.path.display(),
-                r.summary,
-                if r.needs_restart.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; changes to {} take effect after a restart",
-                        r.needs_restart.join(", ")
-                    )
-                }
-            ),
-            Err(e) => log::error!("config reload failed, keeping the running config: {e}"),
-        }
-        result
-    }
-
-    fn try_reload(&self) -> Result<Reloaded, RuntimeError> {
-        let mut config = load_config(&self.path)?;
-        let old = self.current.load_full();
-        let needs_restart = restart_only_changes(&old.config, &config);
-        keep_restart_only(&old.config, &mut config);
-        let runtime = Runtime::compile(config, Some(&old), &self.services)?;
-        install_static_keys(&runtime, Some(&old), &self.services.auth)?;
-        if runtime.config.auth != old.config.auth {
-            // Keys may hash differently now; nothing cached under the old settings holds.
-            self.services.auth.clear_decisions();
-        }
-        let summary = runtime.summary();
-        self.current.store(Arc::new(runtime));
-        Ok(Reloaded {
-            summary,
-            needs_restart,
-        })
-    }
-
-    /// Every pool of the current runtime (for health checks and metrics).
-    pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
-        self.current.load().pools.values().cloned().collect()
-    }
-
-    /// Sets the peer-health gauge from the current pools; called before metrics are rendered.
-    pub(crate) fn export_peer_health(&self) {
-        self.metrics.peer_healthy.reset();
-        for pool in self.pools() {
-            for (addr, healthy) in pool.peer_health() {
-                self.metrics
-                    .peer_healthy
-                    .with_label_values(&[&pool.name, &addr.to_string()])
-                    .set(i64::from(healthy));
-            }
-        }
-    }
-}
-
-/// Carries the settings a reload cannot apply over from the running config, so the runtime
-/// describes what is really in force and a later reload reports them again.
-fn keep_restart_only(old: &Config, new: &mut Config) {
-    new.server.listen = old.server.listen.clone();
-    new.server.tls = old.server.tls.clone();
-    new.server.threads = old.server.threads;
-    new.server.work_stealing = old.server.work_stealing;
-    new.server.grace_period = old.server.grace_period.clone();
-    new.admin = old.admin.clone();
-    new.log.access_log = old.log.access_log.clone();
-    new.store = old.store.clone();
-    new.auth.cache = old.auth.cache.clone();
-    new.rate_limit.breaker_failures = old.rate_limit.breaker_failures;
-    new.rate_limit.breaker_open_for = old.rate_limit.breaker_open_for.clone();
-    new.rate_limit.local_max_counters = old.rate_limit.local_max_counters;
-}
-
-/// Settings that a running process cannot change; a reload that changes them says so.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let listen = |c: &Config| {
-        c.server
-            .listen
-            .iter()
-            .map(|l| l.ok().copied())
-            .collect::<Vec<Option<SocketAddr>>>()
-    };
-    if listen(old) != listen(new) {
-        out.push("server.listen");
-    }
-    if old.server.tls != new.server.tls {
-        out.push("server.tls");
-    }
-    if old.server.threads != new.server.threads {
-        out.push("server.threads");
-    }
-    if old.server.work_stealing != new.server.work_stealing {
-        out.push("server.work_stealing");
-    }
-    if old.server.grace_period != new.server.grace_period {
-        out.push("server.grace_period");
-    }
-    if old.admin != new.admin {
-        out.push("admin");
-    }
-    if old.log.access_log != new.log.access_log {
-        out.push("log.access_log");
-    }
-    if old.store != new.store {
-        out.push("store");
-    }
-    if old.auth.cache != new.auth.cache {
-        out.push("auth.cache");
-    }
-    if old.rate_limit.breaker_failures != new.rate_limit.breaker_failures
-        || old.rate_limit.breaker_open_for != new.rate_limit.breaker_open_for
-    {
-        out.push("rate_limit.breaker_*");
-    }
-    if old.rate_limit.local_max_counters != new.rate_limit.local_max_counters {
-        out.push("rate_limit.local_max_counters");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
@@ -670,13 +486,13 @@ peers = [{ addr = "127.0.0.1:3000" }]
 
     /// Compiles `toml` (parsed, not validated: these are the cases validation normally stops
     /// first) over fresh services.
-    fn compile(toml: &str) -> Result<Runtime, RuntimeError> {
+    fn compile(toml: &str) -> Result<Snapshot, SnapshotError> {
         let config = config::parse(toml).expect("test config parses");
         let services = crate::server::services(&config).expect("in-process services");
-        Runtime::compile(config, None, &services)
+        Snapshot::compile(config, None, &services)
     }
 
-    fn compile_error(toml: &str) -> RuntimeError {
+    fn compile_error(toml: &str) -> SnapshotError {
         match compile(toml) {
             Ok(_) => panic!("the config compiled"),
             Err(e) => e,
@@ -690,7 +506,7 @@ peers = [{ addr = "127.0.0.1:3000" }]
              [[auth.jwt.keys]]\nalgorithm = \"RS256\"\npublic_key_file = \"/nonexistent/key.pem\"\n"
         ));
         assert!(
-            matches!(e, RuntimeError::Jwt(JwtSetupError::Key { index: 0, .. })),
+            matches!(e, SnapshotError::Jwt(JwtSetupError::Key { index: 0, .. })),
             "{e:?}"
         );
         let text = e.to_string();
@@ -705,7 +521,7 @@ peers = [{ addr = "127.0.0.1:3000" }]
              [[routes]]\nname = \"second\"\nupstream = \"api\"\n\
              [[routes.rate_limits]]\nname = \"per-x\"\nby = \"bogus\"\nlimit = 5\nwindow = \"1s\"\n"
         ));
-        let RuntimeError::RateLimit {
+        let SnapshotError::RateLimit {
             index,
             ref route,
             ref reason,
@@ -733,7 +549,7 @@ peers = [{ addr = "127.0.0.1:3000" }]
             first.path().display().to_string()
         ));
         assert!(
-            matches!(&e, RuntimeError::StaticKeyValue { index: 1, id } if id == "second"),
+            matches!(&e, SnapshotError::StaticKeyValue { index: 1, id } if id == "second"),
             "{e:?}"
         );
         assert_eq!(
@@ -748,7 +564,7 @@ peers = [{ addr = "127.0.0.1:3000" }]
             "{UPSTREAM}\n[[routes]]\nname = \"r\"\nupstream = \"api\"\n\n[auth.api_key]\n\
              header = \"not a header\"\n"
         ));
-        assert!(matches!(e, RuntimeError::ApiKeyHeader { .. }), "{e:?}");
+        assert!(matches!(e, SnapshotError::ApiKeyHeader { .. }), "{e:?}");
         assert!(e.to_string().starts_with("auth.api_key.header: "), "{e}");
         assert!(
             e.source().is_some(),
