@@ -95,7 +95,11 @@ pub enum KeysError {
 
 /// Runs a keys command against the store of the config at `path`; the text to print, or why not.
 pub fn run(path: &Path, command: KeysCommand) -> Result<String, KeysError> {
-    let config = crate::proxy::snapshot::load_config(path)?;
+    let config = match crate::setup::load(path) {
+        Ok(loaded) => loaded.config,
+        Err(crate::proxy::snapshot::SnapshotError::Config(e)) => return Err(KeysError::Config(e)),
+        Err(e) => return Err(e.into()),
+    };
     refuse_config_key(&config, &command)?;
     if config.store.is_none() {
         return Err(KeysError::NoStore {

@@ -10,7 +10,7 @@
 //!   redactor, spoof guard, authenticator) with the [`proxy::reload`] handle that swaps it
 //!   atomically, the canonical request path, routing, upstream pools with health checks,
 //!   forwarding headers and the real client IP, and the one error type that knows its HTTP
-//!   status. [`proxy::snapshot::load_config`] is the one way in for a config file.
+//!   status. [`setup`] is the one way in for a config file.
 //! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, and the checks of
 //!   `[auth]` that need auth's own code.
 //! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), bounded
@@ -34,4 +34,5 @@ pub mod principal;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;
+pub mod setup;
 pub mod store;

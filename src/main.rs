@@ -105,13 +105,9 @@ fn keys(path: &std::path::Path, command: Keys) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match portcullis::proxy::snapshot::load_config(path) {
-        Ok(config) => {
-            println!(
-                "{}: ok: {}",
-                path.display(),
-                portcullis::proxy::snapshot::summary(&config)
-            );
+    match portcullis::setup::check(path) {
+        Ok(summary) => {
+            println!("{}: ok: {summary}", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -80,7 +80,7 @@ const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(2);
 
 /// Builds the server for a config file; call `run_forever` on the result.
 pub fn build(config_path: &Path) -> Result<Built, StartError> {
-    let config = crate::proxy::snapshot::load_config(config_path).map_err(SnapshotError::from)?;
+    let crate::setup::Loaded { config, process: _ } = crate::setup::load(config_path)?;
     let services = services(&config)?;
     let metrics = services.metrics.clone();
     let snapshots = Arc::new(SnapshotHandle::new(config_path, config, services)?);
@@ -157,9 +157,20 @@ pub fn build(config_path: &Path) -> Result<Built, StartError> {
 
 /// Creates the process-wide services a config needs: metrics, the store and the auth cache.
 pub fn services(config: &crate::config::Config) -> Result<Services, StartError> {
+    services_with(
+        config.store.as_ref(),
+        &config.auth.cache,
+        &config.rate_limit,
+    )
+}
+
+fn services_with(
+    store: Option<&crate::config::StoreConfig>,
+    c: &crate::config::AuthCacheConfig,
+    rate_limit: &crate::config::RateLimitConfig,
+) -> Result<Services, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let store = Store::from_config(config.store.as_ref(), metrics.registry())?;
-    let c = &config.auth.cache;
+    let store = Store::from_config(store, metrics.registry())?;
     let cache = DecisionCache::new(
         c.capacity as u64,
         c.ttl.ok().map_or(Duration::from_secs(300), |d| d.0),
@@ -169,7 +180,7 @@ pub fn services(config: &crate::config::Config) -> Result<Services, StartError> 
     );
     let limiter = Arc::new(Limiter::new(
         store.clone(),
-        &config.rate_limit,
+        rate_limit,
         RateMetrics::new(metrics.registry()),
     ));
     let auth = Arc::new(AuthShared::new(
@@ -182,6 +193,15 @@ pub fn services(config: &crate::config::Config) -> Result<Services, StartError> 
         auth,
         limiter,
     })
+}
+
+/// Services for compiling a snapshot that will never serve (`check`, and gathering every
+/// problem of a file that failed to load): an in-process store, a fresh registry, default
+/// cache sizes; nothing is connected or spawned.
+pub(crate) fn offline_services() -> Services {
+    let built = services_with(None, &Default::default(), &Default::default());
+    // Only the store's setup can fail, and the in-process store has none.
+    built.unwrap_or_else(|e| unreachable!("in-process services: {e}"))
 }
 
 /// Runs health checks for the current pools and reloads the config on SIGHUP.

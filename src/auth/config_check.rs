@@ -1,7 +1,7 @@
 //! The checks of `[auth]` that need auth's own code: `[auth.jwt]` (keys are loaded with the
 //! same code the verifier uses, [`crate::auth::jwt::load_key`], so a config that passes here
 //! builds a verifier) and the ids of config-declared API keys. `config` validates the rest of
-//! the file and imports nothing of ours; [`config_issues`] is handed to `config::load_with`.
+//! the file and imports nothing of ours; [`config_issues`] runs in `setup::load`.
 
 use std::collections::HashMap;
 

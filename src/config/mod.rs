@@ -4,33 +4,19 @@
 //! [`validate`] then checks every cross-reference and value and reports *all* problems with the
 //! path of the field they concern, so one `portcullis check` run shows every mistake in a file.
 
+mod issue;
 mod lenient;
 mod model;
 mod secret;
 pub mod strength;
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use issue::{Issue, Issues};
 pub use lenient::{ByteSize, Dur, Lenient, Parse};
 pub use model::*;
 pub use secret::{read_secret, SecretError};
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    /// Where in the file, e.g. `routes[2].upstream`.
-    pub path: String,
-    /// What is wrong and, where it helps, what would be right.
-    pub reason: String,
-}
-
-impl fmt::Display for Issue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.reason)
-    }
-}
 
 /// Why a config file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -72,31 +58,18 @@ fn render_issues(file: &Path, issues: &[Issue]) -> String {
     out
 }
 
-/// Reads, parses and validates a config file: the checks of this module, then `section_checks`
-/// for the sections whose owners judge them (auth loads JWT keys with its own code). Keeping
-/// those checks with their owners lets `config` import nothing of ours.
-pub fn load_with(
-    file: &Path,
-    section_checks: impl FnOnce(&Config) -> Vec<Issue>,
-) -> Result<Config, ConfigError> {
+/// Reads and parses a config file into the model. Nothing is judged here beyond TOML syntax
+/// and the model's shape: each section's owner compiles it and reports its problems
+/// (`setup::load` runs them all).
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
         file: file.to_path_buf(),
         source,
     })?;
-    let config = parse(&text).map_err(|message| ConfigError::Parse {
+    parse(&text).map_err(|message| ConfigError::Parse {
         file: file.to_path_buf(),
         message,
-    })?;
-    let mut issues = validate(&config);
-    issues.extend(section_checks(&config));
-    if issues.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError::Invalid {
-            file: file.to_path_buf(),
-            issues,
-        })
-    }
+    })
 }
 
 /// Parses TOML text into the model without validating it.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::pool::Pool;
-use super::snapshot::{install_static_keys, load_config, Services, Snapshot, SnapshotError};
+use super::snapshot::{install_static_keys, Services, Snapshot, SnapshotError};
 use crate::config::Config;
 use crate::observe::Metrics;
 
@@ -41,7 +41,7 @@ impl SnapshotHandle {
         config: Config,
         services: Services,
     ) -> Result<SnapshotHandle, SnapshotError> {
-        let snapshot = Snapshot::compile(config, None, &services)?;
+        let snapshot = Snapshot::compile(config, None, &services).map_err(|e| e.in_file(path))?;
         install_static_keys(&snapshot, None, &services.auth)?;
         Ok(SnapshotHandle {
             current: ArcSwap::from_pointee(snapshot),
@@ -96,11 +96,12 @@ impl SnapshotHandle {
     }
 
     fn try_reload(&self) -> Result<Reloaded, SnapshotError> {
-        let mut config = load_config(&self.path)?;
+        let mut config = crate::setup::load(&self.path)?.config;
         let old = self.current.load_full();
         let needs_restart = restart_only_changes(&old.config, &config);
         keep_restart_only(&old.config, &mut config);
-        let snapshot = Snapshot::compile(config, Some(&old), &self.services)?;
+        let snapshot = Snapshot::compile(config, Some(&old), &self.services)
+            .map_err(|e| e.in_file(&self.path))?;
         install_static_keys(&snapshot, Some(&old), &self.services.auth)?;
         if snapshot.config.auth != old.config.auth {
             // Keys may hash differently now; nothing cached under the old settings holds.

@@ -18,7 +18,7 @@ use crate::auth::{
     ApiKeySource, AuthShared, Authenticator, KeyError, KeyHasher, KeyRecord, KeyStore, RouteAuth,
     StaticKey,
 };
-use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
+use crate::config::{self, read_secret, Config, Issue, Issues, RetryOn, RouteConfig};
 use crate::observe::{Metrics, Redactor};
 use crate::proxy::forward::SpoofGuard;
 use crate::proxy::pool::Pool;
@@ -107,6 +107,9 @@ pub enum SnapshotError {
     /// The file failed to load or validate.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// Compiling found problems; [`SnapshotError::in_file`] names the file they are in.
+    #[error("{}", render_issues(.0))]
+    Invalid(Vec<Issue>),
     /// A pool could not be built.
     #[error(transparent)]
     Pool(#[from] crate::proxy::pool::PoolError),
@@ -160,15 +163,38 @@ pub enum SnapshotError {
     },
 }
 
+impl SnapshotError {
+    /// The same error, with compile problems reported as problems of `file`.
+    pub(crate) fn in_file(self, file: &Path) -> SnapshotError {
+        match self {
+            SnapshotError::Invalid(issues) => SnapshotError::Config(config::ConfigError::Invalid {
+                file: file.to_path_buf(),
+                issues,
+            }),
+            other => other,
+        }
+    }
+}
+
+fn render_issues(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(Issue::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// Compiles a validated config, reusing pools of `previous` whose config is unchanged.
+    /// Compiles the reloadable part of a config, reusing pools of `previous` whose config is
+    /// unchanged; every problem found is returned as [`SnapshotError::Invalid`].
     pub(crate) fn compile(
         config: Config,
         previous: Option<&Snapshot>,
         services: &Services,
     ) -> Result<Snapshot, SnapshotError> {
+        let issues = Issues::default();
         let mut pools = HashMap::new();
         for u in &config.upstreams {
             let reused = previous
@@ -191,7 +217,7 @@ impl Snapshot {
         let auth = compile_auth(&config, &services.auth, previous)?;
         let spoof_guard = SpoofGuard::new(auth.claim_headers());
         let s = &config.server;
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             router,
             routes,
             pools,
@@ -209,7 +235,11 @@ impl Snapshot {
             auth,
             spoof_guard,
             config,
-        })
+        };
+        if !issues.is_empty() {
+            return Err(SnapshotError::Invalid(issues.into_vec()));
+        }
+        Ok(snapshot)
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -224,16 +254,6 @@ impl Snapshot {
     pub(crate) fn summary(&self) -> String {
         summary(&self.config)
     }
-}
-
-/// Reads and validates a config file: `config`'s own checks and those of the sections whose
-/// owners judge them. Every entry point (run, reload, `check`, `keys`) loads through this.
-pub fn load_config(file: &Path) -> Result<Config, config::ConfigError> {
-    config::load_with(file, |config| {
-        let mut issues = crate::auth::config_issues(config);
-        issues.extend(crate::proxy::canonical::route_path_issues(config));
-        issues
-    })
 }
 
 /// One line describing a config.
