@@ -610,4 +610,28 @@ mod tests {
         let shared = KeyParts::default();
         assert_eq!(key(&shared, &alice), key(&shared, &bob));
     }
+
+    // Query keying works on any query text (escapes, separators, non-ASCII) without panicking,
+    // and sorting is deterministic.
+    #[test]
+    fn any_query_keys_without_panicking() {
+        const ALPHABET: &[char] = &['a', 'b', '=', '&', '%', '+', '2', 'F', 'z', ';', 'é', ' '];
+        let h = HeaderMap::new();
+        let modes = [
+            with_query(QueryKey::Whole),
+            with_query(QueryKey::Sorted),
+            with_query(QueryKey::Allow(vec!["a".into(), "b ".into()])),
+        ];
+        let mut rng = fastrand::Rng::with_seed(91_112);
+        for _ in 0..2_000 {
+            let len = rng.usize(0..24);
+            let query: String = (0..len)
+                .map(|_| ALPHABET[rng.usize(0..ALPHABET.len())])
+                .collect();
+            for parts in &modes {
+                let once = key(parts, &request(&h, Some(&query)));
+                assert_eq!(once, key(parts, &request(&h, Some(&query))));
+            }
+        }
+    }
 }

@@ -215,4 +215,25 @@ mod tests {
         let two = secondary_key(&names, &req(&[("a", "xby")]));
         assert_ne!(one, two);
     }
+
+    // RFC 9111 §4.1: whatever bytes a Vary line holds, parsing returns a verdict (no panic).
+    #[test]
+    fn any_vary_bytes_parse_without_panicking() {
+        const ALPHABET: &[u8] = b"*, \tabcXYZ-\"\x80\xff:;";
+        let mut rng = fastrand::Rng::with_seed(41);
+        for _ in 0..2_000 {
+            let len = rng.usize(0..32);
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[rng.usize(0..ALPHABET.len())])
+                .collect();
+            let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+                continue;
+            };
+            let mut h = HeaderMap::new();
+            h.insert(VARY, value);
+            let vary = Vary::from_response(&h);
+            let key = secondary_key(vary.names(), &h);
+            assert_eq!(key.is_some(), matches!(vary, Vary::Headers(_)));
+        }
+    }
 }
