@@ -17,6 +17,8 @@
 //!   in-process counters, the failed-authentication limiter, headers.
 //! - [`principal`] and [`observe`]: leaves the features share: who a request is from; metrics
 //!   with bounded labels, the redacting access log, the process log, request ids.
+//! - [`cache`]: the HTTP caching rules of the response cache (RFC 9111 as a shared cache,
+//!   `Vary`, the cache key, `Cache-Status`); not wired into the proxy yet.
 //! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, atomic
 //!   revocation scripts, invalidations.
 //! - [`config`]: the TOML model, validation that reports every problem with its path, secrets
@@ -27,6 +29,7 @@
 
 pub(crate) mod admin;
 pub mod auth;
+pub mod cache;
 pub mod cli_keys;
 pub mod config;
 pub mod observe;

@@ -60,3 +60,13 @@ fn the_principal_leaf_names_no_other_module_of_ours() {
         found.join("\n")
     );
 }
+
+#[test]
+fn the_cache_never_names_the_proxy() {
+    let found = offending(&sources("cache"), &["crate::proxy", "portcullis::proxy"]);
+    assert!(
+        found.is_empty(),
+        "cache rules take plain values; the proxy calls them, never the reverse:\n{}",
+        found.join("\n")
+    );
+}
