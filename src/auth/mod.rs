@@ -9,14 +9,16 @@
 pub(crate) mod api_key;
 pub(crate) mod cache;
 mod config_check;
+mod identity;
 pub mod jwks;
 pub mod jwt;
 
 pub use config_check::config_issues;
+pub(crate) use identity::{apply_identity, X_CONSUMER_ID};
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use pingora::http::RequestHeader;
 use prometheus::{IntCounterVec, Opts, Registry};
 
@@ -625,25 +627,11 @@ pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The query string without parameter `name`; `None` when nothing remains.
-pub(crate) fn query_without(query: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
-        .filter(|pair| !pair.is_empty())
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("&"))
-}
-
-/// The header value for `X-Consumer-Id`, if the consumer id is a valid header value.
-pub(crate) fn consumer_header(p: &Principal) -> Option<HeaderValue> {
-    HeaderValue::from_str(&p.consumer).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use super::identity::query_without;
     use super::*;
 
     /// An authenticator over the in-process store, with API keys read from `x-api-key` when

@@ -10,6 +10,18 @@ use super::router::MethodSet;
 use crate::auth::AuthFailure;
 use crate::observe::RequestId;
 
+/// Marks "no healthy peer" so a failure to proxy can tell it from a failed connection.
+pub(crate) const NO_HEALTHY_UPSTREAM: pingora::ErrorType =
+    pingora::ErrorType::Custom("no_healthy_upstream");
+
+/// Whether `e` means the client is gone (it stopped reading or closed), so no response can
+/// reach it.
+pub(crate) fn client_gone(e: &pingora::Error) -> bool {
+    use pingora::ErrorType::*;
+    matches!(e.esource(), pingora::ErrorSource::Downstream)
+        && matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
+}
+
 /// A response the gateway produces instead of (or after failing to get) an upstream response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
@@ -110,6 +122,9 @@ impl GatewayError {
     /// Maps a Pingora failure to the response the client gets.
     pub fn from_proxy_error(e: &pingora::Error) -> GatewayError {
         use pingora::{ErrorSource, ErrorType::*};
+        if *e.etype() == NO_HEALTHY_UPSTREAM {
+            return GatewayError::NoHealthyUpstream;
+        }
         match e.etype() {
             ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
                 GatewayError::UpstreamTimeout

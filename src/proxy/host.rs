@@ -189,6 +189,16 @@ fn check_host_header(req: &RequestHeader) -> Result<(), HostError> {
     }
 }
 
+/// The request's host, with its port: the URI authority (HTTP/2) or the Host header, which
+/// [`settle_host`] set from the target's authority for absolute-form requests.
+pub(crate) fn request_host(req: &RequestHeader) -> &str {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -304,3 +304,28 @@ pub async fn run_health_checks(pools: impl Fn() -> Vec<Arc<Pool>>) {
         }
     }
 }
+
+/// The bytes a consistent-hash pool hashes for a request: its path, a header's value, or the
+/// real client's address (in `buf`, so nothing is allocated); empty when the value is absent.
+pub(crate) fn hash_input<'a>(
+    key: &HashKey,
+    req: &'a pingora::http::RequestHeader,
+    client_ip: Option<std::net::IpAddr>,
+    buf: &'a mut [u8; 16],
+) -> &'a [u8] {
+    match key {
+        HashKey::Path => req.uri.path().as_bytes(),
+        HashKey::Header(name) => req.headers.get(name).map_or(&[][..], |v| v.as_bytes()),
+        HashKey::ClientIp => match client_ip {
+            Some(std::net::IpAddr::V4(v4)) => {
+                buf[..4].copy_from_slice(&v4.octets());
+                &buf[..4]
+            }
+            Some(std::net::IpAddr::V6(v6)) => {
+                buf.copy_from_slice(&v6.octets());
+                &buf[..]
+            }
+            None => &[],
+        },
+    }
+}

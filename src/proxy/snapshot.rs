@@ -6,12 +6,15 @@
 //! handle that swaps snapshots on reload is in `reload`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::upstreams::peer::HttpPeer;
 
 use crate::auth::jwt::{JwtSetupError, JwtVerifier};
 use crate::auth::{
@@ -19,9 +22,9 @@ use crate::auth::{
     StaticKey,
 };
 use crate::config::{self, read_secret, Config, RetryOn, RouteConfig};
-use crate::observe::{Metrics, Redactor};
+use crate::observe::{Metrics, Redactor, RouteMetrics};
 use crate::proxy::forward::SpoofGuard;
-use crate::proxy::pool::Pool;
+use crate::proxy::pool::{Pool, PoolPeer};
 use crate::proxy::router::Router;
 use crate::ratelimit::{Limiter, RoutePolicy};
 use crate::store::Store;
@@ -56,14 +59,85 @@ pub struct Route {
     pub retry_connect_failure: bool,
     /// Retry idempotent requests that failed after being sent.
     pub retry_upstream_error: bool,
-    /// Latency histogram of this route, resolved once.
-    pub request_duration: prometheus::Histogram,
-    /// Upstream latency histogram of this route, resolved once.
-    pub upstream_duration: prometheus::Histogram,
+    /// Latency histograms of this route, resolved once.
+    pub metrics: RouteMetrics,
     /// Authentication the route requires.
     pub auth: RouteAuth,
     /// Rate limits of the route.
     pub rate_limit: RoutePolicy,
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The peer to connect to for `chosen`, with this route's timeout overrides.
+    pub(crate) fn peer(&self, chosen: &PoolPeer) -> HttpPeer {
+        let mut peer = chosen.peer.clone();
+        if let Some(t) = self.connect_timeout {
+            peer.options.connection_timeout = Some(t);
+        }
+        if let Some(t) = self.read_timeout {
+            peer.options.read_timeout = Some(t);
+        }
+        if let Some(t) = self.write_timeout {
+            peer.options.write_timeout = Some(t);
+        }
+        peer
+    }
+
+    /// The Host to send upstream, or `None` to keep the client's. An upstream's `host_header`
+    /// wins over `preserve_host`: it names what the peers serve.
+    pub(crate) fn upstream_host(&self, peer_host: Option<&HeaderValue>) -> Option<HeaderValue> {
+        match &self.pool.host_header {
+            Some(h) => Some(h.clone()),
+            None if self.preserve_host => None,
+            None => peer_host.cloned(),
+        }
+    }
+
+    /// Whether a failed connection is tried again: the route retries connect failures, has
+    /// attempts left, and another healthy peer exists. With no other healthy peer a retry
+    /// could only fail as "no healthy upstream" and hide the real failure (refused, timed
+    /// out) from the client.
+    pub(crate) fn retries_connect_failure(&self, tried: &[SocketAddr]) -> bool {
+        self.retry_connect_failure
+            && tried.len() <= self.retries
+            && self.pool.has_untried_healthy(tried)
+    }
+
+    /// Whether a request that failed after being sent is tried again (the caller knows it is
+    /// safe to resend).
+    pub(crate) fn retries_upstream_error(&self, attempts: usize) -> bool {
+        self.retry_upstream_error && attempts <= self.retries
+    }
+
+    /// Applies the route's request header rules (removals first) to the upstream request.
+    pub(crate) fn rewrite_request_headers(
+        &self,
+        upstream: &mut RequestHeader,
+    ) -> pingora::Result<()> {
+        for name in &self.request_remove {
+            upstream.remove_header(name);
+        }
+        for (name, value) in &self.request_add {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Applies the route's response header rules (removals first) to the response.
+    pub(crate) fn rewrite_response_headers(
+        &self,
+        resp: &mut ResponseHeader,
+    ) -> pingora::Result<()> {
+        for name in &self.response_remove {
+            resp.remove_header(name);
+        }
+        for (name, value) in &self.response_add {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
 }
 
 /// Process-wide services that outlive any one config: metrics, store, auth cache.
@@ -83,8 +157,8 @@ pub struct Snapshot {
     pub config: Config,
     /// The routing table; indices point into `routes`.
     pub router: Router,
-    /// Compiled routes.
-    pub routes: Vec<Route>,
+    /// Compiled routes; a request holds its own by reference count, not by index.
+    pub routes: Vec<Arc<Route>>,
     /// Pools by upstream name.
     pub pools: HashMap<String, Arc<Pool>>,
     /// Peers whose forwarding headers are believed.
@@ -185,7 +259,7 @@ impl Snapshot {
             .routes
             .iter()
             .enumerate()
-            .map(|(index, r)| compile_route(index, r, &pools, &config, services))
+            .map(|(index, r)| compile_route(index, r, &pools, &config, services).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let router = Router::build(&config.routes);
         let auth = compile_auth(&config, &services.auth, previous)?;
@@ -460,8 +534,7 @@ fn compile_route(
         retries: r.retries,
         retry_connect_failure: r.retry_on.contains(&RetryOn::ConnectFailure),
         retry_upstream_error: r.retry_on.contains(&RetryOn::UpstreamError),
-        request_duration: metrics.request_duration.with_label_values(&[&r.name]),
-        upstream_duration: metrics.upstream_duration.with_label_values(&[&r.name]),
+        metrics: metrics.route_metrics(&r.name),
         auth: RouteAuth {
             methods: r.auth.clone(),
             required_scopes: r.required_scopes.clone(),
