@@ -156,7 +156,7 @@ pub fn build(config_path: &Path) -> Result<Built, StartError> {
 }
 
 /// Creates the process-wide services a config needs: metrics, the store and the auth cache.
-pub fn services(config: &crate::config::Config) -> Result<Services, StartError> {
+pub(crate) fn services(config: &crate::config::Config) -> Result<Services, StartError> {
     let metrics = Arc::new(Metrics::new());
     let store = Store::from_config(config.store.as_ref(), metrics.registry())?;
     let c = &config.auth.cache;

@@ -135,7 +135,7 @@ const MAX_FORWARDED_HOPS: usize = 16;
 /// to `-` (`X_Consumer_Id` and `X-Consumer-Id` both become `HTTP_X_CONSUMER_ID`). So every
 /// request header whose name folds to a guarded one is removed, not only the exact spelling.
 #[derive(Debug, Clone)]
-pub struct SpoofGuard {
+pub(crate) struct SpoofGuard {
     /// Headers the gateway sets from the principal (`X-Consumer-Id`, `claims_to_headers`
     /// targets), folded: removed from every request, from any peer.
     identity: Vec<Box<[u8]>>,
@@ -256,7 +256,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Whether the request asks to switch protocols (e.g. WebSocket), which must keep `Upgrade`.
-pub fn is_upgrade(req: &RequestHeader) -> bool {
+pub(crate) fn is_upgrade(req: &RequestHeader) -> bool {
     req.headers.contains_key(UPGRADE)
         && req.headers.get_all(CONNECTION).iter().any(|v| {
             v.to_str().is_ok_and(|s| {
@@ -276,7 +276,7 @@ fn is_hop_by_hop(name: &http::HeaderName) -> bool {
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn remove_hop_by_hop(req: &mut RequestHeader) {
+pub(crate) fn remove_hop_by_hop(req: &mut RequestHeader) {
     // Most requests carry none: one pass over the names spares a removal (a hash lookup in
     // two maps) per hop-by-hop name.
     if !req.headers.keys().any(is_hop_by_hop) {
@@ -316,7 +316,7 @@ const RESPONSE_HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "trail
 
 /// Removes hop-by-hop headers from an upstream response; most carry none, so one pass over the
 /// names decides whether any removal (a hash lookup in two maps each) is needed.
-pub fn remove_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
+pub(crate) fn remove_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
     if !resp
         .headers
         .keys()
@@ -331,7 +331,7 @@ pub fn remove_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
 
 /// Sets `X-Forwarded-For/-Proto/-Host`. A client's own values are kept only when the TCP peer
 /// is a trusted proxy; otherwise they are replaced, so clients cannot spoof their address.
-pub fn set_forwarded_headers(
+pub(crate) fn set_forwarded_headers(
     req: &mut RequestHeader,
     client_ip: Option<IpAddr>,
     trusted: bool,
@@ -420,7 +420,7 @@ fn joined(req: &RequestHeader, name: &str) -> Option<String> {
 }
 
 /// Sets the Host header sent upstream.
-pub fn set_host(req: &mut RequestHeader, host: HeaderValue) -> pingora::Result<()> {
+pub(crate) fn set_host(req: &mut RequestHeader, host: HeaderValue) -> pingora::Result<()> {
     req.insert_header(HOST, host)
 }
 

@@ -24,7 +24,7 @@ const MAX_LABEL: usize = 63;
 /// Why a request's host was refused; every variant is a 400 `invalid_host`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.message())]
-pub enum HostError {
+pub(crate) enum HostError {
     /// An HTTP/1.1 (or later) request with no host, or an empty one (RFC 9112 §3.2).
     Missing,
     /// More than one `Host` header (RFC 9112 §3.2).
@@ -39,7 +39,7 @@ pub enum HostError {
 
 impl HostError {
     /// The `message` of the error body: fixed ASCII, no request data, no quotes.
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match self {
             HostError::Missing => "the request has no host",
             HostError::Repeated => "the request has more than one Host header",

@@ -1,13 +1,16 @@
 //! The Pingora `ProxyHttp` implementation. Deliberately thin: each phase calls one function of
 //! the module that owns the concern, in the order of a request's path (see ARCHITECTURE.md).
 
+// Public only where the binary, the benches or an error type of the library's interface need
+// them: `canonical` and `router` (benches), `snapshot` (`load_config`, `SnapshotError`),
+// `pool` (`PoolError`, a source of `SnapshotError`).
 mod admit;
 pub mod canonical;
-pub mod error;
-pub mod forward;
+pub(crate) mod error;
+pub(crate) mod forward;
 pub(crate) mod host;
 pub mod pool;
-pub mod reload;
+pub(crate) mod reload;
 pub mod router;
 pub mod snapshot;
 
@@ -35,14 +38,14 @@ use router::RouteMatch;
 use snapshot::{Route, Snapshot};
 
 /// The gateway's proxy logic.
-pub struct Gateway {
+pub(crate) struct Gateway {
     snapshots: Arc<SnapshotHandle>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
 }
 
 /// Per-request state shared across the proxy phases.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     start: Instant,
     request_id: RequestId,
     /// The same id as a header value, built once and shared with the upstream request and the
@@ -84,7 +87,7 @@ struct Routed {
 
 impl Gateway {
     /// Creates the proxy over a snapshot handle (swapped on reload), metrics and the access log.
-    pub fn new(
+    pub(crate) fn new(
         snapshots: Arc<SnapshotHandle>,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,

@@ -1,6 +1,6 @@
 //! The compiled, immutable form of a config that requests run against.
 //!
-//! A request loads the current [`Snapshot`] once (one `ArcSwap` load) and uses it to the end, so
+//! A request loads the current `Snapshot` once (one `ArcSwap` load) and uses it to the end, so
 //! a reload never changes the rules under a request in flight. Pools whose upstream config did
 //! not change are carried into the new snapshot with their health state and connections. The
 //! handle that swaps snapshots on reload is in `reload`.
@@ -30,41 +30,41 @@ use crate::ratelimit::{Limiter, RoutePolicy};
 use crate::store::Store;
 
 /// A route, compiled: everything the hot path needs, pre-parsed.
-pub struct Route {
+pub(crate) struct Route {
     /// Route name (metrics label, log field).
-    pub name: String,
+    pub(crate) name: String,
     /// The pool requests are sent to.
-    pub pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
     /// Remove the matched prefix before proxying.
-    pub strip_prefix: bool,
+    pub(crate) strip_prefix: bool,
     /// Send the client's Host upstream.
-    pub preserve_host: bool,
+    pub(crate) preserve_host: bool,
     /// Request headers to set.
-    pub request_add: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) request_add: Vec<(HeaderName, HeaderValue)>,
     /// Request headers to remove.
-    pub request_remove: Vec<HeaderName>,
+    pub(crate) request_remove: Vec<HeaderName>,
     /// Response headers to set.
-    pub response_add: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) response_add: Vec<(HeaderName, HeaderValue)>,
     /// Response headers to remove.
-    pub response_remove: Vec<HeaderName>,
+    pub(crate) response_remove: Vec<HeaderName>,
     /// Per-route timeout overrides (None: the pool's).
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
     /// See `connect_timeout`.
-    pub read_timeout: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
     /// See `connect_timeout`.
-    pub write_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
     /// Extra attempts after a retryable failure.
-    pub retries: usize,
+    pub(crate) retries: usize,
     /// Retry when the connection could not be made.
-    pub retry_connect_failure: bool,
+    pub(crate) retry_connect_failure: bool,
     /// Retry idempotent requests that failed after being sent.
-    pub retry_upstream_error: bool,
+    pub(crate) retry_upstream_error: bool,
     /// Latency histograms of this route, resolved once.
-    pub metrics: RouteMetrics,
+    pub(crate) metrics: RouteMetrics,
     /// Authentication the route requires.
-    pub auth: RouteAuth,
+    pub(crate) auth: RouteAuth,
     /// Rate limits of the route.
-    pub rate_limit: RoutePolicy,
+    pub(crate) rate_limit: RoutePolicy,
 }
 
 // === impl Route ===
@@ -142,37 +142,37 @@ impl Route {
 
 /// Process-wide services that outlive any one config: metrics, store, auth cache.
 #[derive(Clone)]
-pub struct Services {
+pub(crate) struct Services {
     /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Store, decision cache and auth metrics.
-    pub auth: Arc<AuthShared>,
+    pub(crate) auth: Arc<AuthShared>,
     /// Rate-limit counters, breaker and metrics.
-    pub limiter: Arc<Limiter>,
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 /// The compiled config that requests run against.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The validated model this snapshot was compiled from.
-    pub config: Config,
+    pub(crate) config: Config,
     /// The routing table; indices point into `routes`.
-    pub router: Router,
+    pub(crate) router: Router,
     /// Compiled routes; a request holds its own by reference count, not by index.
-    pub routes: Vec<Arc<Route>>,
+    pub(crate) routes: Vec<Arc<Route>>,
     /// Pools by upstream name.
-    pub pools: HashMap<String, Arc<Pool>>,
+    pub(crate) pools: HashMap<String, Arc<Pool>>,
     /// Peers whose forwarding headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     /// Largest declared request body accepted.
-    pub max_body_size: u64,
+    pub(crate) max_body_size: u64,
     /// Idle keep-alive timeout for client connections, in whole seconds (at least 1).
-    pub keepalive_secs: u64,
+    pub(crate) keepalive_secs: u64,
     /// What the access log may show.
-    pub redactor: Redactor,
+    pub(crate) redactor: Redactor,
     /// Authentication as configured.
-    pub auth: Authenticator,
+    pub(crate) auth: Authenticator,
     /// Request headers clients may not set (identity, forwarding), folded once here.
-    pub spoof_guard: SpoofGuard,
+    pub(crate) spoof_guard: SpoofGuard,
 }
 
 /// Why a config could not become a snapshot.
