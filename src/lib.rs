@@ -7,16 +7,19 @@
 //!   [`cli_keys`] (the `keys` subcommands against the configured store): assembly and edges.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation, the compiled [`proxy::snapshot`] of a
 //!   config that requests run against (routes beside the router that finds them, pools,
-//!   redactor, spoof guard, authenticator) with the [`proxy::reload`] handle that swaps it
-//!   atomically, the canonical request path, routing, upstream pools with health checks,
-//!   forwarding headers and the real client IP, and the one error type that knows its HTTP
-//!   status. [`setup`] is the one way in for a config file.
-//! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, and the checks of
-//!   `[auth]` that need auth's own code.
+//!   redactor, spoof guard, authenticator) with the `proxy::reload` handle that swaps it
+//!   atomically, admission (authentication, then limits), the canonical request path,
+//!   routing, upstream pools with health checks, forwarding headers and the real client IP,
+//!   and the one error type that knows its HTTP status. [`setup`] is the
+//!   one way in for a config file.
+//! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, the identity
+//!   headers and credential stripping on the way upstream, and the checks of `[auth]` that
+//!   need auth's own code.
 //! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), bounded
 //!   in-process counters, the failed-authentication limiter, headers.
 //! - [`principal`] and [`observe`]: leaves the features share: who a request is from; metrics
-//!   with bounded labels, the redacting access log, the process log, request ids.
+//!   with bounded labels, the redacting access log, the process log, request ids, and what a
+//!   finished request records in them.
 //! - [`cache`]: the HTTP caching rules of the response cache (RFC 9111 as a shared cache,
 //!   `Vary`, the cache key, `Cache-Status`); not wired into the proxy yet.
 //! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, atomic

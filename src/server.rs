@@ -156,7 +156,7 @@ pub fn build(config_path: &Path) -> Result<Built, StartError> {
 }
 
 /// Creates the process-wide services a config needs: metrics, the store and the auth cache.
-pub fn services(config: &crate::config::Config) -> Result<Services, StartError> {
+pub(crate) fn services(config: &crate::config::Config) -> Result<Services, StartError> {
     services_with(
         config.store.as_ref(),
         &config.auth.cache,

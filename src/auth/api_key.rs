@@ -68,7 +68,7 @@ impl KeyRecord {
 pub(crate) struct StaticKey {
     /// What is stored about it.
     pub(crate) record: KeyRecord,
-    /// The hash of the key under the runtime's hasher.
+    /// The hash of the key under the snapshot's hasher.
     pub(crate) hash: [u8; 32],
 }
 
@@ -276,7 +276,7 @@ impl KeyStore {
     }
 
     /// Makes `new` the config-declared keys in the store, replacing `old` (those of the
-    /// previous runtime): new keys are stored, and every old key whose hash is not among the
+    /// previous snapshot): new keys are stored, and every old key whose hash is not among the
     /// new ones (removed, or its value rotated) is deleted, so it stops working with this
     /// call rather than at the end of its TTL. Returns the invalidations published, for the
     /// caller to apply to its own decision cache at once.

@@ -573,7 +573,7 @@ pub struct JwksClient {
     /// Fetch attempts, successful or not.
     fetches: AtomicU64,
     /// Set once the background refresh is running: one loop per client, however many
-    /// runtimes (reloads) share the client.
+    /// snapshots (reloads) share the client.
     refresh_started: AtomicBool,
     /// Never sent on: dropped with the client, which ends every refresh loop's wait at once
     /// (a replaced client stops fetching now, not after its next sleep).

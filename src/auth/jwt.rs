@@ -354,7 +354,7 @@ impl JwtVerifier {
     /// audiences, leeway, `require_exp`, required claims, consumer and scopes claims,
     /// `claims_to_headers`).
     /// Cached decisions are keyed on it: a rotated key or changed rule makes them unusable
-    /// (decisions of two runtimes never mix), while a refetch that changes nothing (or fails)
+    /// (decisions of two snapshots never mix), while a refetch that changes nothing (or fails)
     /// leaves them valid. Read per request: no hashing, no allocation unless the set changed.
     pub fn key_fingerprint(&self) -> [u8; 32] {
         match &self.jwks {

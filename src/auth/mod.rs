@@ -9,14 +9,16 @@
 pub(crate) mod api_key;
 pub(crate) mod cache;
 mod config_check;
+mod identity;
 pub mod jwks;
 pub mod jwt;
 
 pub use config_check::config_issues;
+pub(crate) use identity::{apply_identity, X_CONSUMER_ID};
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use pingora::http::RequestHeader;
 use prometheus::{IntCounterVec, Opts, Registry};
 
@@ -298,14 +300,14 @@ impl AuthShared {
     }
 }
 
-/// Authentication as configured in the current runtime.
+/// Authentication as configured in the current snapshot.
 pub struct Authenticator {
     shared: Arc<AuthShared>,
     api_key: Option<(ApiKeySource, KeyStore)>,
     jwt: Option<Arc<JwtVerifier>>,
     /// Headers the gateway sets from claims; clients may never send them.
     claim_headers: Vec<HeaderName>,
-    /// Config-declared API keys of this runtime; a reload that drops one purges it.
+    /// Config-declared API keys of this snapshot; a reload that drops one purges it.
     static_keys: Vec<StaticKey>,
 }
 
@@ -313,7 +315,7 @@ pub struct Authenticator {
 const MAX_API_KEY_LEN: usize = 256;
 
 impl Authenticator {
-    /// Authentication over the shared parts with the runtime's API key and JWT settings;
+    /// Authentication over the shared parts with the snapshot's API key and JWT settings;
     /// `claim_headers` are the targets of `claims_to_headers`.
     pub fn new(
         shared: Arc<AuthShared>,
@@ -330,13 +332,13 @@ impl Authenticator {
         }
     }
 
-    /// The same authenticator, declaring `keys` as this runtime's config-declared API keys.
+    /// The same authenticator, declaring `keys` as this snapshot's config-declared API keys.
     pub(crate) fn with_static_keys(mut self, keys: Vec<StaticKey>) -> Authenticator {
         self.static_keys = keys;
         self
     }
 
-    /// The config-declared API keys of this runtime.
+    /// The config-declared API keys of this snapshot.
     pub(crate) fn static_keys(&self) -> &[StaticKey] {
         &self.static_keys
     }
@@ -595,7 +597,7 @@ fn token_failure(e: &JwtError) -> AuthFailure {
 
 /// The decision-cache key of a token under `fingerprint`, the verifier's
 /// [`JwtVerifier::key_fingerprint`]: the keys *and* the claim rules, so a decision made under
-/// one runtime's rules is never served by another's (a request still holding the old runtime
+/// one snapshot's rules is never served by another's (a request still holding the old snapshot
 /// during a reload caches under the old fingerprint). Domain-separated from API-key hashes, so
 /// a token sent as an API key can never hit the token's cached decision (and the reverse).
 fn jwt_cache_key(token: &str, fingerprint: &[u8; 32]) -> [u8; 32] {
@@ -625,25 +627,11 @@ pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The query string without parameter `name`; `None` when nothing remains.
-pub(crate) fn query_without(query: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
-        .filter(|pair| !pair.is_empty())
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("&"))
-}
-
-/// The header value for `X-Consumer-Id`, if the consumer id is a valid header value.
-pub(crate) fn consumer_header(p: &Principal) -> Option<HeaderValue> {
-    HeaderValue::from_str(&p.consumer).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use super::identity::query_without;
     use super::*;
 
     /// An authenticator over the in-process store, with API keys read from `x-api-key` when
@@ -855,7 +843,7 @@ mod tests {
             let verifier = Arc::new(JwtVerifier::new(&cfg).expect("verifier"));
             Authenticator::new(shared.clone(), None, Some(verifier), Vec::new())
         };
-        // One process-wide cache, as across a reload: `old` is the runtime a request still
+        // One process-wide cache, as across a reload: `old` is the snapshot a request still
         // holds, `new` the one swapped in, with another audience.
         let shared = authenticator(false).shared;
         let (old, new) = (jwt_auth(&shared, "old-api"), jwt_auth(&shared, "new-api"));

@@ -49,6 +49,25 @@ pub fn accept_request_id(value: &[u8]) -> Option<RequestId> {
     Some(id)
 }
 
+/// The header a request id travels in, to the upstream and back to the client.
+pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+
+/// The id of a request with `headers`: the client's `X-Request-Id` when well-formed, else a
+/// fresh one; with it as a header value, built once so the upstream request and the response
+/// share it (a reference-count bump each, not a copy).
+pub(crate) fn request_id_of(headers: &http::HeaderMap) -> (RequestId, Option<http::HeaderValue>) {
+    let client_id = headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| accept_request_id(v.as_bytes()).map(|id| (id, v.clone())));
+    match client_id {
+        Some((id, value)) => (id, Some(value)),
+        None => {
+            let id = new_request_id();
+            (id, http::HeaderValue::from_str(id.as_str()).ok())
+        }
+    }
+}
+
 /// A fresh random id: 32 lowercase hex characters (128 bits).
 pub fn new_request_id() -> RequestId {
     let mut id = RequestId::default();

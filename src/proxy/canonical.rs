@@ -76,7 +76,7 @@ pub enum PathError {
 
 impl PathError {
     /// The `message` of the error body: fixed ASCII, no request data, no quotes.
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match self {
             PathError::NotAbsolute => "the request path must start with a slash",
             PathError::ControlByte => "the request path contains a control character",

@@ -10,9 +10,21 @@ use super::router::MethodSet;
 use crate::auth::AuthFailure;
 use crate::observe::RequestId;
 
+/// Marks "no healthy peer" so a failure to proxy can tell it from a failed connection.
+pub(crate) const NO_HEALTHY_UPSTREAM: pingora::ErrorType =
+    pingora::ErrorType::Custom("no_healthy_upstream");
+
+/// Whether `e` means the client is gone (it stopped reading or closed), so no response can
+/// reach it.
+pub(crate) fn client_gone(e: &pingora::Error) -> bool {
+    use pingora::ErrorType::*;
+    matches!(e.esource(), pingora::ErrorSource::Downstream)
+        && matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
+}
+
 /// A response the gateway produces instead of (or after failing to get) an upstream response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     /// No route matches host and path.
     RouteNotFound,
     /// A route matches host and path but not the method.
@@ -45,7 +57,7 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// The HTTP status of the response.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             GatewayError::RouteNotFound => 404,
             GatewayError::MethodNotAllowed(_) => 405,
@@ -62,7 +74,7 @@ impl GatewayError {
     }
 
     /// The machine-readable `error` field.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             GatewayError::RouteNotFound => "route_not_found",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
@@ -82,7 +94,7 @@ impl GatewayError {
     }
 
     /// The human-readable `message` field; never includes request data.
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match self {
             GatewayError::RouteNotFound => "no route matches this host and path",
             GatewayError::MethodNotAllowed(_) => "this route does not accept the method",
@@ -108,8 +120,11 @@ impl GatewayError {
     }
 
     /// Maps a Pingora failure to the response the client gets.
-    pub fn from_proxy_error(e: &pingora::Error) -> GatewayError {
+    pub(crate) fn from_proxy_error(e: &pingora::Error) -> GatewayError {
         use pingora::{ErrorSource, ErrorType::*};
+        if *e.etype() == NO_HEALTHY_UPSTREAM {
+            return GatewayError::NoHealthyUpstream;
+        }
         match e.etype() {
             ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
                 GatewayError::UpstreamTimeout
@@ -125,7 +140,7 @@ impl GatewayError {
     }
 
     /// The JSON body `{"error","message","request_id"}`.
-    pub fn body(&self, request_id: &RequestId) -> Bytes {
+    pub(crate) fn body(&self, request_id: &RequestId) -> Bytes {
         // Codes and messages are fixed ASCII without quotes; the id is [A-Za-z0-9._:-].
         Bytes::from(format!(
             "{{\"error\":\"{}\",\"message\":\"{}\",\"request_id\":\"{}\"}}",
@@ -136,7 +151,7 @@ impl GatewayError {
     }
 
     /// The response header for this error, with content type and length set.
-    pub fn response_header(
+    pub(crate) fn response_header(
         &self,
         request_id: &RequestId,
         body_len: usize,

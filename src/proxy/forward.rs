@@ -6,6 +6,10 @@ use std::net::IpAddr;
 use http::header::{CONNECTION, HOST, TE, TRAILER, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType};
+
+use crate::auth::X_CONSUMER_ID;
+use crate::observe::X_REQUEST_ID;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -13,8 +17,77 @@ const X_FORWARDED_HOST: &str = "x-forwarded-host";
 const X_FORWARDED_PORT: &str = "x-forwarded-port";
 const X_REAL_IP: &str = "x-real-ip";
 
-/// The authenticated consumer, as sent upstream.
-pub(crate) const X_CONSUMER_ID: &str = "x-consumer-id";
+/// What forwarding needs to know of a request's hop that the upstream request does not say.
+pub(crate) struct Hop<'a> {
+    /// The TCP peer.
+    pub(crate) peer: Option<IpAddr>,
+    /// Whether the peer is a trusted proxy, whose forwarding headers are kept.
+    pub(crate) peer_trusted: bool,
+    /// The real client (see [`real_client_ip`]).
+    pub(crate) client_ip: Option<IpAddr>,
+    /// Whether the client connected over TLS.
+    pub(crate) https: bool,
+    /// The port the client connected to.
+    pub(crate) local_port: Option<u16>,
+    /// The host the client asked for, for `X-Forwarded-Host`.
+    pub(crate) original_host: Option<HeaderValue>,
+    /// The Host to send, or `None` to keep the client's.
+    pub(crate) host: Option<HeaderValue>,
+    /// The request id.
+    pub(crate) request_id: Option<&'a HeaderValue>,
+}
+
+/// Makes the upstream request say where it came from: hop-by-hop headers out, headers the
+/// client may not set out (see [`SpoofGuard`]), then the gateway's own `X-Forwarded-*`,
+/// `X-Real-IP`, `Host` and `X-Request-Id`.
+pub(crate) fn forward_request(
+    upstream: &mut RequestHeader,
+    guard: &SpoofGuard,
+    hop: &Hop<'_>,
+) -> pingora::Result<()> {
+    remove_hop_by_hop(upstream);
+    let trusted = hop.peer_trusted;
+    guard.strip(upstream, trusted);
+    let original_host = hop.original_host.as_ref();
+    set_forwarded_headers(upstream, hop.peer, trusted, hop.https, original_host)?;
+    set_client_headers(upstream, hop.client_ip, trusted, hop.local_port)?;
+    if let Some(h) = &hop.host {
+        set_host(upstream, h.clone())?;
+    }
+    if let Some(id) = hop.request_id {
+        upstream.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    Ok(())
+}
+
+/// Removes the first `matched_len` bytes of the path (the route's prefix), keeping the query.
+pub(crate) fn strip_prefix(
+    upstream: &mut RequestHeader,
+    matched_len: usize,
+) -> pingora::Result<()> {
+    let path = super::router::strip_prefix(upstream.uri.path(), matched_len).to_string();
+    let query = upstream.uri.query().map(str::to_string);
+    let uri = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    match uri.parse::<http::Uri>() {
+        Ok(uri) => {
+            upstream.set_uri(uri);
+            Ok(())
+        }
+        Err(_) => Error::e_explain(ErrorType::InvalidHTTPHeader, "path after strip_prefix"),
+    }
+}
+
+/// The host the client asked for, for `X-Forwarded-Host`: the one routing used (see
+/// `host::request_host`), so an HTTP/2 request without a Host header still has one.
+pub(crate) fn original_host(req: &RequestHeader) -> Option<HeaderValue> {
+    match req.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers.get(HOST).cloned(),
+    }
+}
 
 /// Headers in which a proxy in front tells what it saw of the client or the original request
 /// (its address, scheme, host, port, path). Only a trusted proxy may say so: from any other peer
@@ -62,7 +135,7 @@ const MAX_FORWARDED_HOPS: usize = 16;
 /// to `-` (`X_Consumer_Id` and `X-Consumer-Id` both become `HTTP_X_CONSUMER_ID`). So every
 /// request header whose name folds to a guarded one is removed, not only the exact spelling.
 #[derive(Debug, Clone)]
-pub struct SpoofGuard {
+pub(crate) struct SpoofGuard {
     /// Headers the gateway sets from the principal (`X-Consumer-Id`, `claims_to_headers`
     /// targets), folded: removed from every request, from any peer.
     identity: Vec<Box<[u8]>>,
@@ -183,7 +256,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Whether the request asks to switch protocols (e.g. WebSocket), which must keep `Upgrade`.
-pub fn is_upgrade(req: &RequestHeader) -> bool {
+pub(crate) fn is_upgrade(req: &RequestHeader) -> bool {
     req.headers.contains_key(UPGRADE)
         && req.headers.get_all(CONNECTION).iter().any(|v| {
             v.to_str().is_ok_and(|s| {
@@ -203,7 +276,7 @@ fn is_hop_by_hop(name: &http::HeaderName) -> bool {
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn remove_hop_by_hop(req: &mut RequestHeader) {
+pub(crate) fn remove_hop_by_hop(req: &mut RequestHeader) {
     // Most requests carry none: one pass over the names spares a removal (a hash lookup in
     // two maps) per hop-by-hop name.
     if !req.headers.keys().any(is_hop_by_hop) {
@@ -243,7 +316,7 @@ const RESPONSE_HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "trail
 
 /// Removes hop-by-hop headers from an upstream response; most carry none, so one pass over the
 /// names decides whether any removal (a hash lookup in two maps each) is needed.
-pub fn remove_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
+pub(crate) fn remove_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
     if !resp
         .headers
         .keys()
@@ -258,7 +331,7 @@ pub fn remove_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
 
 /// Sets `X-Forwarded-For/-Proto/-Host`. A client's own values are kept only when the TCP peer
 /// is a trusted proxy; otherwise they are replaced, so clients cannot spoof their address.
-pub fn set_forwarded_headers(
+pub(crate) fn set_forwarded_headers(
     req: &mut RequestHeader,
     client_ip: Option<IpAddr>,
     trusted: bool,
@@ -347,7 +420,7 @@ fn joined(req: &RequestHeader, name: &str) -> Option<String> {
 }
 
 /// Sets the Host header sent upstream.
-pub fn set_host(req: &mut RequestHeader, host: HeaderValue) -> pingora::Result<()> {
+pub(crate) fn set_host(req: &mut RequestHeader, host: HeaderValue) -> pingora::Result<()> {
     req.insert_header(HOST, host)
 }
 

@@ -24,7 +24,7 @@ const MAX_LABEL: usize = 63;
 /// Why a request's host was refused; every variant is a 400 `invalid_host`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.message())]
-pub enum HostError {
+pub(crate) enum HostError {
     /// An HTTP/1.1 (or later) request with no host, or an empty one (RFC 9112 §3.2).
     Missing,
     /// More than one `Host` header (RFC 9112 §3.2).
@@ -39,7 +39,7 @@ pub enum HostError {
 
 impl HostError {
     /// The `message` of the error body: fixed ASCII, no request data, no quotes.
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match self {
             HostError::Missing => "the request has no host",
             HostError::Repeated => "the request has more than one Host header",
@@ -187,6 +187,16 @@ fn check_host_header(req: &RequestHeader) -> Result<(), HostError> {
         _ if matches!(req.version, Version::HTTP_09 | Version::HTTP_10) => Ok(()),
         _ => Err(HostError::Missing),
     }
+}
+
+/// The request's host, with its port: the URI authority (HTTP/2) or the Host header, which
+/// [`settle_host`] set from the target's authority for absolute-form requests.
+pub(crate) fn request_host(req: &RequestHeader) -> &str {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! active health checks, on top of `pingora-load-balancing`.
 //!
 //! Health checks are not run by Pingora's background service: pools are rebuilt on reload, so
-//! [`run_health_checks`] walks the pools of whatever config is current and checks the ones
+//! `run_health_checks` walks the pools of whatever config is current and checks the ones
 //! that are due. A pool whose config did not change is carried over on reload with its health.
 
 use std::collections::BTreeSet;
@@ -30,17 +30,17 @@ enum Balancer {
 }
 
 /// A named pool of peers with its selection algorithm and health state.
-pub struct Pool {
+pub(crate) struct Pool {
     /// The upstream's name from the config.
-    pub name: String,
+    pub(crate) name: String,
     /// The config the pool was built from; an equal config on reload reuses this pool.
-    pub config: UpstreamConfig,
+    pub(crate) config: UpstreamConfig,
     balancer: Balancer,
     hash_key: Option<HashKey>,
     /// One ready-made peer per address, cloned per request (timeouts and TLS already set).
     peers: Vec<PoolPeer>,
     /// Host header for upstream requests when the route does not preserve the client's.
-    pub host_header: Option<http::HeaderValue>,
+    pub(crate) host_header: Option<http::HeaderValue>,
     health_interval: Option<Duration>,
     /// Milliseconds since `epoch` when the next health check is due.
     next_check_ms: AtomicU64,
@@ -49,13 +49,13 @@ pub struct Pool {
 }
 
 /// A peer of a pool, prepared once at config load.
-pub struct PoolPeer {
+pub(crate) struct PoolPeer {
     /// The peer's address.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Connection settings, cloned for each request.
-    pub peer: HttpPeer,
+    pub(crate) peer: HttpPeer,
     /// `ip:port` as a Host header value, for routes that do not preserve the client's Host.
-    pub host: http::HeaderValue,
+    pub(crate) host: http::HeaderValue,
 }
 
 /// Why a pool could not be built from a (validated) config.
@@ -70,7 +70,7 @@ pub struct PoolError {
 
 impl Pool {
     /// Builds a pool from a validated upstream config.
-    pub fn build(config: &UpstreamConfig) -> Result<Pool, PoolError> {
+    pub(crate) fn build(config: &UpstreamConfig) -> Result<Pool, PoolError> {
         let err = |reason: String| PoolError {
             name: config.name.clone(),
             reason,
@@ -149,12 +149,12 @@ impl Pool {
     }
 
     /// What consistent hashing keys on, if the pool hashes.
-    pub fn hash_key(&self) -> Option<&HashKey> {
+    pub(crate) fn hash_key(&self) -> Option<&HashKey> {
         self.hash_key.as_ref()
     }
 
     /// Picks a healthy peer not in `tried`; `None` when there is none.
-    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<&PoolPeer> {
+    pub(crate) fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<&PoolPeer> {
         let accept =
             |b: &Backend, healthy: bool| healthy && b.as_inet().is_some_and(|a| !tried.contains(a));
         let backend = match &self.balancer {
@@ -167,7 +167,7 @@ impl Pool {
 
     /// Whether some healthy peer is not in `tried`. Unlike `select`, this does not advance the
     /// round-robin position, so asking does not skew the rotation.
-    pub fn has_untried_healthy(&self, tried: &[SocketAddr]) -> bool {
+    pub(crate) fn has_untried_healthy(&self, tried: &[SocketAddr]) -> bool {
         let backends = self.backends();
         backends
             .get_backend()
@@ -176,7 +176,7 @@ impl Pool {
     }
 
     /// Each peer's address and whether it is currently healthy.
-    pub fn peer_health(&self) -> Vec<(SocketAddr, bool)> {
+    pub(crate) fn peer_health(&self) -> Vec<(SocketAddr, bool)> {
         let backends = self.backends();
         backends
             .get_backend()
@@ -294,7 +294,7 @@ impl HealthObserve for HealthLogger {
 }
 
 /// Checks every due pool of the current config, forever; meant for a background task.
-pub async fn run_health_checks(pools: impl Fn() -> Vec<Arc<Pool>>) {
+pub(crate) async fn run_health_checks(pools: impl Fn() -> Vec<Arc<Pool>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -302,5 +302,30 @@ pub async fn run_health_checks(pools: impl Fn() -> Vec<Arc<Pool>>) {
         for pool in pools() {
             pool.check_if_due().await;
         }
+    }
+}
+
+/// The bytes a consistent-hash pool hashes for a request: its path, a header's value, or the
+/// real client's address (in `buf`, so nothing is allocated); empty when the value is absent.
+pub(crate) fn hash_input<'a>(
+    key: &HashKey,
+    req: &'a pingora::http::RequestHeader,
+    client_ip: Option<std::net::IpAddr>,
+    buf: &'a mut [u8; 16],
+) -> &'a [u8] {
+    match key {
+        HashKey::Path => req.uri.path().as_bytes(),
+        HashKey::Header(name) => req.headers.get(name).map_or(&[][..], |v| v.as_bytes()),
+        HashKey::ClientIp => match client_ip {
+            Some(std::net::IpAddr::V4(v4)) => {
+                buf[..4].copy_from_slice(&v4.octets());
+                &buf[..4]
+            }
+            Some(std::net::IpAddr::V6(v6)) => {
+                buf.copy_from_slice(&v6.octets());
+                &buf[..]
+            }
+            None => &[],
+        },
     }
 }

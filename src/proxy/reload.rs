@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::observe::Metrics;
 
 /// The current snapshot plus what is needed to replace it.
-pub struct SnapshotHandle {
+pub(crate) struct SnapshotHandle {
     current: ArcSwap<Snapshot>,
     path: PathBuf,
     services: Services,

@@ -33,7 +33,7 @@ impl MethodSet {
     }
 
     /// Builds the set of a route's `methods` list; empty means any.
-    pub fn from_names<S: AsRef<str>>(names: &[S]) -> MethodSet {
+    pub(crate) fn from_names<S: AsRef<str>>(names: &[S]) -> MethodSet {
         if names.is_empty() {
             return MethodSet::ANY;
         }
@@ -41,7 +41,7 @@ impl MethodSet {
     }
 
     /// Whether the set accepts this method.
-    pub fn contains(self, method: &str) -> bool {
+    pub(crate) fn contains(self, method: &str) -> bool {
         self.0 & Self::bit(method) != 0
     }
 
@@ -50,7 +50,7 @@ impl MethodSet {
     }
 
     /// The value of an `Allow` header for this set.
-    pub fn allow_header(self) -> String {
+    pub(crate) fn allow_header(self) -> String {
         let names: Vec<&str> = METHODS
             .iter()
             .enumerate()
@@ -340,7 +340,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// The path sent upstream when the route strips its prefix: the rest, or "/" when nothing is left.
-pub fn strip_prefix(path: &str, matched_len: usize) -> &str {
+pub(crate) fn strip_prefix(path: &str, matched_len: usize) -> &str {
     match path.get(matched_len..) {
         Some(rest) if rest.starts_with('/') => rest,
         _ => "/",

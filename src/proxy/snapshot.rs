@@ -1,17 +1,20 @@
 //! The compiled, immutable form of a config that requests run against.
 //!
-//! A request loads the current [`Snapshot`] once (one `ArcSwap` load) and uses it to the end, so
+//! A request loads the current `Snapshot` once (one `ArcSwap` load) and uses it to the end, so
 //! a reload never changes the rules under a request in flight. Pools whose upstream config did
 //! not change are carried into the new snapshot with their health state and connections. The
 //! handle that swaps snapshots on reload is in `reload`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::upstreams::peer::HttpPeer;
 
 use crate::auth::jwt::{JwtSetupError, JwtVerifier};
 use crate::auth::{
@@ -19,86 +22,157 @@ use crate::auth::{
     StaticKey,
 };
 use crate::config::{self, read_secret, Config, Issue, Issues, RetryOn, RouteConfig};
-use crate::observe::{Metrics, Redactor};
+use crate::observe::{Metrics, Redactor, RouteMetrics};
 use crate::proxy::forward::SpoofGuard;
-use crate::proxy::pool::Pool;
+use crate::proxy::pool::{Pool, PoolPeer};
 use crate::proxy::router::Router;
 use crate::ratelimit::{Limiter, RoutePolicy};
 use crate::store::Store;
 
 /// A route, compiled: everything the hot path needs, pre-parsed.
-pub struct Route {
+pub(crate) struct Route {
     /// Route name (metrics label, log field).
-    pub name: String,
+    pub(crate) name: String,
     /// The pool requests are sent to.
-    pub pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
     /// Remove the matched prefix before proxying.
-    pub strip_prefix: bool,
+    pub(crate) strip_prefix: bool,
     /// Send the client's Host upstream.
-    pub preserve_host: bool,
+    pub(crate) preserve_host: bool,
     /// Request headers to set.
-    pub request_add: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) request_add: Vec<(HeaderName, HeaderValue)>,
     /// Request headers to remove.
-    pub request_remove: Vec<HeaderName>,
+    pub(crate) request_remove: Vec<HeaderName>,
     /// Response headers to set.
-    pub response_add: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) response_add: Vec<(HeaderName, HeaderValue)>,
     /// Response headers to remove.
-    pub response_remove: Vec<HeaderName>,
+    pub(crate) response_remove: Vec<HeaderName>,
     /// Per-route timeout overrides (None: the pool's).
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
     /// See `connect_timeout`.
-    pub read_timeout: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
     /// See `connect_timeout`.
-    pub write_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
     /// Extra attempts after a retryable failure.
-    pub retries: usize,
+    pub(crate) retries: usize,
     /// Retry when the connection could not be made.
-    pub retry_connect_failure: bool,
+    pub(crate) retry_connect_failure: bool,
     /// Retry idempotent requests that failed after being sent.
-    pub retry_upstream_error: bool,
-    /// Latency histogram of this route, resolved once.
-    pub request_duration: prometheus::Histogram,
-    /// Upstream latency histogram of this route, resolved once.
-    pub upstream_duration: prometheus::Histogram,
+    pub(crate) retry_upstream_error: bool,
+    /// Latency histograms of this route, resolved once.
+    pub(crate) metrics: RouteMetrics,
     /// Authentication the route requires.
-    pub auth: RouteAuth,
+    pub(crate) auth: RouteAuth,
     /// Rate limits of the route.
-    pub rate_limit: RoutePolicy,
+    pub(crate) rate_limit: RoutePolicy,
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The peer to connect to for `chosen`, with this route's timeout overrides.
+    pub(crate) fn peer(&self, chosen: &PoolPeer) -> HttpPeer {
+        let mut peer = chosen.peer.clone();
+        if let Some(t) = self.connect_timeout {
+            peer.options.connection_timeout = Some(t);
+        }
+        if let Some(t) = self.read_timeout {
+            peer.options.read_timeout = Some(t);
+        }
+        if let Some(t) = self.write_timeout {
+            peer.options.write_timeout = Some(t);
+        }
+        peer
+    }
+
+    /// The Host to send upstream, or `None` to keep the client's. An upstream's `host_header`
+    /// wins over `preserve_host`: it names what the peers serve.
+    pub(crate) fn upstream_host(&self, peer_host: Option<&HeaderValue>) -> Option<HeaderValue> {
+        match &self.pool.host_header {
+            Some(h) => Some(h.clone()),
+            None if self.preserve_host => None,
+            None => peer_host.cloned(),
+        }
+    }
+
+    /// Whether a failed connection is tried again: the route retries connect failures, has
+    /// attempts left, and another healthy peer exists. With no other healthy peer a retry
+    /// could only fail as "no healthy upstream" and hide the real failure (refused, timed
+    /// out) from the client.
+    pub(crate) fn retries_connect_failure(&self, tried: &[SocketAddr]) -> bool {
+        self.retry_connect_failure
+            && tried.len() <= self.retries
+            && self.pool.has_untried_healthy(tried)
+    }
+
+    /// Whether a request that failed after being sent is tried again (the caller knows it is
+    /// safe to resend).
+    pub(crate) fn retries_upstream_error(&self, attempts: usize) -> bool {
+        self.retry_upstream_error && attempts <= self.retries
+    }
+
+    /// Applies the route's request header rules (removals first) to the upstream request.
+    pub(crate) fn rewrite_request_headers(
+        &self,
+        upstream: &mut RequestHeader,
+    ) -> pingora::Result<()> {
+        for name in &self.request_remove {
+            upstream.remove_header(name);
+        }
+        for (name, value) in &self.request_add {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Applies the route's response header rules (removals first) to the response.
+    pub(crate) fn rewrite_response_headers(
+        &self,
+        resp: &mut ResponseHeader,
+    ) -> pingora::Result<()> {
+        for name in &self.response_remove {
+            resp.remove_header(name);
+        }
+        for (name, value) in &self.response_add {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
 }
 
 /// Process-wide services that outlive any one config: metrics, store, auth cache.
 #[derive(Clone)]
-pub struct Services {
+pub(crate) struct Services {
     /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Store, decision cache and auth metrics.
-    pub auth: Arc<AuthShared>,
+    pub(crate) auth: Arc<AuthShared>,
     /// Rate-limit counters, breaker and metrics.
-    pub limiter: Arc<Limiter>,
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 /// The compiled config that requests run against.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The validated model this snapshot was compiled from.
-    pub config: Config,
+    pub(crate) config: Config,
     /// The routing table; indices point into `routes`.
-    pub router: Router,
-    /// Compiled routes.
-    pub routes: Vec<Route>,
+    pub(crate) router: Router,
+    /// Compiled routes; a request holds its own by reference count, not by index.
+    pub(crate) routes: Vec<Arc<Route>>,
     /// Pools by upstream name.
-    pub pools: HashMap<String, Arc<Pool>>,
+    pub(crate) pools: HashMap<String, Arc<Pool>>,
     /// Peers whose forwarding headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     /// Largest declared request body accepted.
-    pub max_body_size: u64,
+    pub(crate) max_body_size: u64,
     /// Idle keep-alive timeout for client connections, in whole seconds (at least 1).
-    pub keepalive_secs: u64,
+    pub(crate) keepalive_secs: u64,
     /// What the access log may show.
-    pub redactor: Redactor,
+    pub(crate) redactor: Redactor,
     /// Authentication as configured.
-    pub auth: Authenticator,
+    pub(crate) auth: Authenticator,
     /// Request headers clients may not set (identity, forwarding), folded once here.
-    pub spoof_guard: SpoofGuard,
+    pub(crate) spoof_guard: SpoofGuard,
 }
 
 /// Why a config could not become a snapshot.
@@ -211,7 +285,7 @@ impl Snapshot {
             .routes
             .iter()
             .enumerate()
-            .map(|(index, r)| compile_route(index, r, &pools, &config, services))
+            .map(|(index, r)| compile_route(index, r, &pools, &config, services).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let router = Router::build(&config.routes);
         let auth = compile_auth(&config, &services.auth, previous)?;
@@ -480,8 +554,7 @@ fn compile_route(
         retries: r.retries,
         retry_connect_failure: r.retry_on.contains(&RetryOn::ConnectFailure),
         retry_upstream_error: r.retry_on.contains(&RetryOn::UpstreamError),
-        request_duration: metrics.request_duration.with_label_values(&[&r.name]),
-        upstream_duration: metrics.upstream_duration.with_label_values(&[&r.name]),
+        metrics: metrics.route_metrics(&r.name),
         auth: RouteAuth {
             methods: r.auth.clone(),
             required_scopes: r.required_scopes.clone(),
