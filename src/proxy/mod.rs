@@ -23,7 +23,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
 use crate::auth::{consumer_header, query_value, query_without};
-use crate::config::{AuthMethod, HashKey};
+use crate::config::AuthMethod;
 use crate::observe::{
     accept_request_id, new_request_id, AccessLog, AccessRecord, Metrics, Redactor, RequestId,
 };
@@ -31,6 +31,7 @@ use crate::principal::Principal;
 use crate::ratelimit::{Quota, RequestFacts, Verdict};
 use error::GatewayError;
 use forward::X_CONSUMER_ID;
+use pool::HashKey;
 use reload::SnapshotHandle;
 use router::RouteMatch;
 use snapshot::{Route, Snapshot};
