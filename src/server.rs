@@ -341,3 +341,44 @@ impl BackgroundService for Background {
         invalidations.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(toml: &str) -> (Option<ServerSettings>, Vec<String>) {
+        let s: ServerConfig = toml::from_str(toml).expect("test [server] parses");
+        let mut issues = Issues::default();
+        let settings = ServerSettings::compile(&s, &mut issues);
+        let found = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        (settings, found)
+    }
+
+    #[test]
+    fn defaults_compile_to_the_model_defaults() {
+        let (settings, found) = compile("");
+        assert_eq!(found, Vec::<String>::new());
+        let settings = settings.expect("compiles");
+        assert_eq!(settings.listen, ["127.0.0.1:8080".parse().expect("addr")]);
+        assert_eq!((settings.threads, settings.grace_period_secs), (1, 5));
+    }
+
+    #[test]
+    fn listeners_are_checked_against_each_other() {
+        let (settings, found) = compile(
+            "listen = [\"127.0.0.1:8080\", \" 127.0.0.1:8080\"]\nthreads = 0\n\
+             [tls]\nlisten = \"127.0.0.1:8080\"\ncert_file = \"/nonexistent/c\"\nkey_file = \"/nonexistent/k\"\n",
+        );
+        assert!(settings.is_none());
+        assert_eq!(
+            found,
+            [
+                "server.listen[1]: address \" 127.0.0.1:8080\" is listed twice",
+                "server.tls.listen: already used by a plain HTTP listener",
+                "server.tls.cert_file: no such file \"/nonexistent/c\"",
+                "server.tls.key_file: no such file \"/nonexistent/k\"",
+                "server.threads: must be between 1 and 1024",
+            ]
+        );
+    }
+}

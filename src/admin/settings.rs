@@ -70,3 +70,67 @@ fn token_of(from_env: Read, from_file: Read) -> Option<String> {
         Some(Ok(None)) | None => from_file.and_then(Result::ok).flatten(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(toml: &str) -> AdminConfig {
+        toml::from_str(toml).expect("test [admin] parses")
+    }
+
+    fn compile(a: &AdminConfig) -> (Option<AdminSettings>, Vec<String>) {
+        let mut issues = Issues::default();
+        let settings = AdminSettings::compile(a, &mut issues);
+        let found = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        (settings, found)
+    }
+
+    #[test]
+    fn the_token_is_read_once_here_and_never_shown() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut file, b"  adm1n-t0ken-value\n").expect("write token");
+        let a = admin(&format!(
+            "listen = \"0.0.0.0:9901\"\ntoken_file = {:?}\n",
+            file.path().display().to_string()
+        ));
+        let (settings, found) = compile(&a);
+        assert_eq!(found, Vec::<String>::new());
+        let settings = settings.expect("compiles");
+        assert_eq!(settings.token.as_deref(), Some("adm1n-t0ken-value"));
+        assert_eq!(settings.listen, "0.0.0.0:9901".parse().expect("addr"));
+        assert!(!format!("{settings:?}").contains("adm1n"), "{settings:?}");
+    }
+
+    #[test]
+    fn off_loopback_without_a_token_and_two_sources_are_refused() {
+        let (settings, found) = compile(&admin("listen = \"0.0.0.0:9901\"\n"));
+        assert!(settings.is_none());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("admin.listen: \"0.0.0.0:9901\" is not a loopback address"),
+            "{found:#?}"
+        );
+        let (_, found) = compile(&admin(
+            "token_env = \"PORTCULLIS_TEST_UNSET_ADMIN_TOKEN\"\ntoken_file = \"/nonexistent/t\"\n",
+        ));
+        assert_eq!(found[0], "admin: give token_env or token_file, not both");
+        assert!(
+            found[1].starts_with("admin.token_file: cannot read secret file"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_address_is_the_only_issue() {
+        let (settings, found) = compile(&admin(
+            "listen = \"nowhere\"\ntoken_file = \"/nonexistent/t\"\n",
+        ));
+        assert!(settings.is_none());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("admin.listen: invalid address"),
+            "{found:#?}"
+        );
+    }
+}

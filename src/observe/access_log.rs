@@ -727,4 +727,26 @@ mod tests {
              &keep=visible, Host: example.com, request_id: req-1"
         );
     }
+
+    #[test]
+    fn log_settings_that_are_not_header_names_or_a_target_are_issues() {
+        let mut issues = Issues::default();
+        let mut log = log_config(&[], &["user-agent", "bad header"]);
+        log.sensitive_headers = vec!["X-Secret".into(), "also bad".into()];
+        assert!(Redactor::compile(&log, &AuthConfig::default(), &mut issues).is_none());
+        assert_eq!(AccessLogTarget::compile(" ", &mut issues), None);
+        assert_eq!(
+            AccessLogTarget::compile("/var/log/p.log", &mut issues),
+            Some(AccessLogTarget::File("/var/log/p.log".into()))
+        );
+        let found: Vec<String> = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            found,
+            [
+                "log.log_headers[1]: \"bad header\" is not a valid header name",
+                "log.sensitive_headers[1]: \"also bad\" is not a valid header name",
+                "log.access_log: give \"stdout\", \"off\" or a file path",
+            ]
+        );
+    }
 }

@@ -638,3 +638,102 @@ pub async fn run_health_checks(pools: impl Fn() -> Vec<Arc<Pool>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(extra: &str) -> UpstreamConfig {
+        let toml = format!("name = \"u\"\npeers = [{{ addr = \"127.0.0.1:3000\" }}]\n{extra}");
+        toml::from_str(&toml).expect("test upstream parses")
+    }
+
+    fn compile(u: &UpstreamConfig) -> (Option<Pool>, Vec<String>) {
+        let mut issues = Issues::default();
+        let pool = Pool::compile(u, "upstreams[0]", &mut issues).expect("pingora builds it");
+        let found = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        (pool, found)
+    }
+
+    #[test]
+    fn timeouts_and_the_host_header_are_compiled_into_the_peers() {
+        let (pool, found) = compile(&upstream(
+            "connect_timeout = \"250ms\"\nread_timeout = \"2s\"\nhost_header = \"api.internal\"\n",
+        ));
+        assert_eq!(found, Vec::<String>::new());
+        let pool = pool.expect("compiles");
+        let peer = pool.select(b"", &[]).expect("a healthy peer");
+        assert_eq!(
+            peer.peer.options.connection_timeout,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(peer.peer.options.read_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(
+            peer.peer.options.write_timeout,
+            Some(Duration::from_secs(30)),
+            "the model's default"
+        );
+        assert_eq!(
+            pool.host_header.as_ref().map(|h| h.as_bytes()),
+            Some(&b"api.internal"[..])
+        );
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_one_issue_with_the_os_error() {
+        let (pool, found) = compile(&upstream(
+            "tls = true\nsni = \"api.internal\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        ));
+        assert!(pool.is_none());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("upstreams[0].ca_file: cannot read \"/nonexistent/ca.pem\"")
+                && found[0].contains("No such file"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn hash_keys_parse_or_say_what_is_accepted() {
+        assert_eq!(HashKey::parse("path"), Ok(HashKey::Path));
+        assert_eq!(
+            HashKey::parse("header:X-Account"),
+            Ok(HashKey::Header(http::HeaderName::from_static("x-account")))
+        );
+        let e = HashKey::parse("cookie").expect_err("not a key");
+        assert!(e.to_string().contains("\"client_ip\", \"path\""), "{e}");
+        let (pool, found) = compile(&upstream(
+            "selection = \"consistent_hash\"\nhash_key = \"header:bad name\"\n",
+        ));
+        assert!(pool.is_none());
+        assert_eq!(
+            found,
+            ["upstreams[0].hash_key: \"bad name\" is not a valid header name"]
+        );
+    }
+
+    #[test]
+    fn a_repeated_name_is_reported_and_the_first_pool_kept() {
+        let mut issues = Issues::default();
+        let (a, mut b) = (upstream(""), upstream(""));
+        b.peers[0].weight = 2;
+        let pools = compile_pools(&[a, b], None, &mut issues).expect("pingora builds them");
+        let found: Vec<String> = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            found,
+            ["upstreams[1].name: upstream name \"u\" is used twice"]
+        );
+        assert!(pools.declared.contains("u"));
+        assert_eq!(pools.by_name["u"].config.peers[0].weight, 1);
+    }
+
+    #[test]
+    fn an_unchanged_upstream_keeps_its_pool_across_compiles() {
+        let u = upstream("");
+        let mut issues = Issues::default();
+        let first = compile_pools(std::slice::from_ref(&u), None, &mut issues).expect("builds");
+        let second = compile_pools(&[u], Some(&first.by_name), &mut issues).expect("builds again");
+        assert!(issues.is_empty());
+        assert!(Arc::ptr_eq(&first.by_name["u"], &second.by_name["u"]));
+    }
+}

@@ -687,6 +687,45 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_host_or_method_is_an_issue_not_a_dropped_match() {
+        let mut issues = Issues::default();
+        let routes = [
+            route("port", &["api.example.com:443"], "/", false, &[]),
+            route("ext", &["h"], "/", false, &["PURGE", "G ET"]),
+        ];
+        assert!(Router::compile(&routes, &mut issues).is_none());
+        let found: Vec<String> = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found[0].starts_with("routes[0].hosts[0]: \"api.example.com:443\" is not a host"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].starts_with("routes[1].methods[0]: \"PURGE\" is an extension method"),
+            "{found:#?}"
+        );
+        assert_eq!(
+            found[2],
+            "routes[1].methods[1]: \"G ET\" is not an HTTP method"
+        );
+    }
+
+    #[test]
+    fn host_patterns_are_lowercased_and_wildcards_kept_as_suffixes() {
+        assert_eq!(
+            HostPattern::parse(" API.Example.com "),
+            Ok(HostPattern::Exact("api.example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("*.Example.com"),
+            Ok(HostPattern::Suffix(".example.com".into()))
+        );
+        for bad in ["", "*.", "a..b.", "https://a.com", "a.com/x"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn hostile_hosts_do_not_panic() {
         let r = build(&[route("any", &[], "/", false, &[])]);
         let long = "a".repeat(10_000);
