@@ -6,9 +6,10 @@
 //! compiled here, once per load, without side effects, so the store is connected only after
 //! its settings are known to be good. The *snapshot* (routes, pools, auth, limits: what a
 //! reload replaces) is compiled by [`Snapshot::compile`] against the process's services.
-//! `portcullis check` runs both, the snapshot over offline services (an in-process store, a
-//! fresh metrics registry), and prints what the owners report; there is no separate
-//! validator to keep in step.
+//! [`load`] also compiles the snapshot over offline services (an in-process store, a fresh
+//! metrics registry) for its issues, so a file is refused whole before the store is connected
+//! (run, reload, `keys`); `portcullis check` prints what the owners report. There is no
+//! separate validator to keep in step.
 
 use std::path::Path;
 
@@ -61,25 +62,23 @@ pub(crate) struct Loaded {
     pub(crate) process: ProcessSettings,
 }
 
-/// Reads `file` and compiles its process settings. On a problem, the snapshot's problems are
-/// gathered too (over offline services), so one run reports every mistake in the file.
+/// Reads `file`, compiles its process settings and reports the problems of the snapshot too
+/// (compiled over offline services), so a file is judged whole before anything is connected
+/// and one run reports every mistake in it.
 pub(crate) fn load(file: &Path) -> Result<Loaded, SnapshotError> {
     let config = config::load(file)?;
     let mut issues = Issues::default();
     legacy_checks(&config, &mut issues);
     let process = ProcessSettings::compile(&config, &mut issues);
+    issues.extend(snapshot_issues(config.clone()));
     match process {
         Some(process) if issues.is_empty() => Ok(Loaded { config, process }),
-        _ => {
-            issues.extend(snapshot_issues(config));
-            Err(SnapshotError::Invalid(issues.into_vec()).in_file(file))
-        }
+        _ => Err(SnapshotError::Invalid(issues.into_vec()).in_file(file)),
     }
 }
 
 /// The problems the snapshot's compiler finds in `config`, over offline services. An error
-/// that is not an issue (a rate-limit rule, a JWT key) is left to the run that compiles for
-/// real; here the file has already failed.
+/// that is not an issue (a rate-limit rule, a JWT key) is left to the compile that follows.
 fn snapshot_issues(config: Config) -> Vec<Issue> {
     Snapshot::issues(config, &crate::server::offline_services())
 }
