@@ -44,7 +44,7 @@ pub enum StartError {
     Store(#[from] crate::store::StoreSetupError),
     /// The TLS listener could not be set up.
     #[error("tls listener: {0}")]
-    Tls(String),
+    Tls(#[source] Box<pingora::Error>),
 }
 
 /// A built gateway, ready to run.
@@ -222,7 +222,7 @@ pub fn build(config_path: &Path) -> Result<Built, StartError> {
     if let Some(tls) = &settings.tls {
         let mut tls_settings =
             pingora::listeners::tls::TlsSettings::intermediate(&tls.cert_file, &tls.key_file)
-                .map_err(|e| StartError::Tls(e.to_string()))?;
+                .map_err(StartError::Tls)?;
         if tls.h2 {
             tls_settings.enable_h2();
         }
