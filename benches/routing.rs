@@ -23,7 +23,7 @@ fn table(services: usize) -> Router {
         config::validate(&config).is_empty(),
         "bench config is valid"
     );
-    Router::build(&config.routes)
+    Router::compile(&config.routes, &mut config::Issues::default()).expect("bench routes compile")
 }
 
 fn bench_routing(c: &mut Criterion) {

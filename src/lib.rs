@@ -24,8 +24,9 @@
 //!   `Vary`, the cache key, `Cache-Status`); not wired into the proxy yet.
 //! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, atomic
 //!   revocation scripts, invalidations.
-//! - [`config`]: the TOML model, validation that reports every problem with its path, secrets
-//!   from environment variables or files. Imports nothing of ours.
+//! - [`config`]: the TOML model, the `Issues` every owner's compiler reports into, the
+//!   validation of the sections not yet compiled by their owners, secrets from environment
+//!   variables or files. Imports nothing of ours.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -4,6 +4,8 @@
 //! need `Authorization: Bearer <token>`, compared in constant time. Without a configured token
 //! mutating endpoints always answer 401, and SIGHUP remains the way to reload.
 
+mod settings;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,6 +16,7 @@ use pingora::protocols::http::ServerSession;
 use crate::auth::{KeyError, NewKey};
 use crate::observe::Metrics;
 use crate::proxy::reload::SnapshotHandle;
+pub(crate) use settings::AdminSettings;
 
 /// The admin HTTP application.
 pub(crate) struct AdminApp {

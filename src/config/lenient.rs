@@ -2,7 +2,8 @@
 //!
 //! serde stops at the first error, which would hide every other mistake in a file. Values whose
 //! syntax is ours to check (durations, addresses, CIDRs) are kept as their raw text plus the
-//! parse result, and `validate()` reports every bad one with its path.
+//! parse result; the compiler of the section that owns one reports it with its path when it
+//! did not parse (`Issues::value`) and keeps only the parsed value.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,20 +31,6 @@ impl<T> Lenient<T> {
     /// The parsed value, if it parsed.
     pub fn ok(&self) -> Option<&T> {
         self.parsed.as_ref().ok()
-    }
-}
-
-impl<T: Clone> Lenient<T> {
-    /// The parsed value.
-    ///
-    /// # Panics
-    /// When the value did not parse. Only call this on a config that passed `validate()`,
-    /// which rejects every unparsed value.
-    pub fn get(&self) -> T {
-        match &self.parsed {
-            Ok(v) => v.clone(),
-            Err(e) => panic!("config value {:?} used before validation: {e}", self.raw),
-        }
     }
 }
 

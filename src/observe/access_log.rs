@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
-use crate::config::{AuthConfig, LogConfig};
+use crate::config::{AuthConfig, Issues, LogConfig};
 
 const REDACTED: &str = "[REDACTED]";
 
@@ -47,21 +47,25 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Builds the redaction rules from `[log]` and from where `[auth]` reads credentials: the
-    /// configured API-key header and query parameter are sensitive whether or not a route
-    /// uses API keys, since a client may send a key anywhere.
-    pub fn new(log: &LogConfig, auth: &AuthConfig) -> Redactor {
+    /// Compiles the redaction rules from `[log]` and from where `[auth]` reads credentials:
+    /// the configured API-key header and query parameter are sensitive whether or not a route
+    /// uses API keys, since a client may send a key anywhere. A header name that is not one is
+    /// pushed into `issues` (at `log.log_headers[i]`, `log.sensitive_headers[i]`), and `None`
+    /// returned.
+    pub fn compile(log: &LogConfig, auth: &AuthConfig, issues: &mut Issues) -> Option<Redactor> {
+        let log_headers = header_names("log.log_headers", &log.log_headers, issues);
+        let sensitive = header_names("log.sensitive_headers", &log.sensitive_headers, issues);
+        let (log_headers, sensitive) = (log_headers?, sensitive?);
         let api_key = auth.api_key.as_ref();
+        // The API-key header is auth's to judge; it is compared as written, lowercased.
         let sensitive_headers: Vec<String> = BUILTIN_SENSITIVE_HEADERS
             .iter()
             .map(|s| s.to_string())
-            .chain(log.sensitive_headers.iter().map(|s| s.to_ascii_lowercase()))
+            .chain(sensitive.iter().map(|h| h.as_str().to_string()))
             .chain(api_key.map(|k| k.header.trim().to_ascii_lowercase()))
             .collect();
-        let log_headers = log
-            .log_headers
-            .iter()
-            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+        let log_headers = log_headers
+            .into_iter()
             .map(|h| {
                 let sensitive = sensitive_headers.iter().any(|s| s == h.as_str());
                 (h, sensitive)
@@ -73,10 +77,10 @@ impl Redactor {
             .chain(log.sensitive_query_params.iter().cloned())
             .chain(api_key.and_then(|k| k.query_param.clone()))
             .collect();
-        Redactor {
+        Some(Redactor {
             log_headers,
             sensitive_params,
-        }
+        })
     }
 
     /// Writes the path with the values of sensitive query parameters replaced. Both `&` and
@@ -136,6 +140,29 @@ impl Redactor {
         json_escape_into(&mut s, request_id);
         s
     }
+}
+
+/// The header names of a `[log]` list at `at`; `None` after pushing each one that is not a
+/// header name into `issues`.
+fn header_names(at: &str, names: &[String], issues: &mut Issues) -> Option<Vec<http::HeaderName>> {
+    let mut out = Some(Vec::with_capacity(names.len()));
+    for (i, name) in names.iter().enumerate() {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => {
+                if let Some(out) = &mut out {
+                    out.push(h);
+                }
+            }
+            Err(_) => {
+                issues.push(
+                    format!("{at}[{i}]"),
+                    format!("{name:?} is not a valid header name"),
+                );
+                out = None;
+            }
+        }
+    }
+    out
 }
 
 /// Compares a possibly percent-encoded parameter name with a plain one, ASCII case-insensitively,
@@ -239,6 +266,41 @@ struct Pending {
     dropped: IntCounter,
 }
 
+/// Where access-log lines go (`[log] access_log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Nowhere: no line is formatted.
+    Off,
+    /// A file, appended to (created if absent).
+    File(String),
+}
+
+impl AccessLogTarget {
+    /// Compiles `log.access_log`: "stdout", "off" or a file path; `None` after pushing why not.
+    pub fn compile(destination: &str, issues: &mut Issues) -> Option<AccessLogTarget> {
+        match destination {
+            "stdout" => Some(AccessLogTarget::Stdout),
+            "off" => Some(AccessLogTarget::Off),
+            path if path.trim().is_empty() => {
+                issues.push("log.access_log", "give \"stdout\", \"off\" or a file path");
+                None
+            }
+            path => Some(AccessLogTarget::File(path.to_string())),
+        }
+    }
+
+    /// The destination as configured, for messages.
+    pub fn describe(&self) -> &str {
+        match self {
+            AccessLogTarget::Stdout => "stdout",
+            AccessLogTarget::Off => "off",
+            AccessLogTarget::File(path) => path,
+        }
+    }
+}
+
 /// The destination, and whether the last write failed part-way (a line may be cut short).
 struct Sink {
     out: Box<dyn Write + Send>,
@@ -246,17 +308,17 @@ struct Sink {
 }
 
 impl AccessLog {
-    /// Starts the writer for `destination` ("stdout", "off", or a path to append to).
-    pub fn start(destination: &str, dropped: IntCounter) -> std::io::Result<AccessLog> {
-        let sink: Box<dyn Write + Send> = match destination {
-            "off" => {
+    /// Starts the writer for `target`.
+    pub fn start(target: &AccessLogTarget, dropped: IntCounter) -> std::io::Result<AccessLog> {
+        let sink: Box<dyn Write + Send> = match target {
+            AccessLogTarget::Off => {
                 return Ok(AccessLog {
                     pending: None,
                     dropped,
                 })
             }
-            "stdout" => Box::new(std::io::stdout()),
-            path => Box::new(
+            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+            AccessLogTarget::File(path) => Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -495,6 +557,10 @@ pub fn json_escape_into(out: &mut String, value: &str) {
 mod tests {
     use super::*;
 
+    fn compile_redactor(log: &LogConfig, auth: &AuthConfig) -> Redactor {
+        Redactor::compile(log, auth, &mut Issues::default()).expect("test [log] compiles")
+    }
+
     fn log_config(params: &[&str], log_headers: &[&str]) -> LogConfig {
         LogConfig {
             access_log: "off".into(),
@@ -505,7 +571,7 @@ mod tests {
     }
 
     fn redactor(params: &[&str], log_headers: &[&str]) -> Redactor {
-        Redactor::new(&log_config(params, log_headers), &AuthConfig::default())
+        compile_redactor(&log_config(params, log_headers), &AuthConfig::default())
     }
 
     /// `[auth.api_key]` reading keys from `X-Custom-Key` and `?key=`.
@@ -587,7 +653,7 @@ mod tests {
 
     #[test]
     fn configured_api_key_parameter_is_redacted_without_any_log_setting() {
-        let r = Redactor::new(&log_config(&[], &[]), &custom_api_key_auth());
+        let r = compile_redactor(&log_config(&[], &[]), &custom_api_key_auth());
         assert_eq!(
             path(&r, "/a?key=k1&keep=1&KEY=k2&%6Bey=k3"),
             "/a?key=[REDACTED]&keep=1&KEY=[REDACTED]&%6Bey=[REDACTED]"
@@ -598,7 +664,7 @@ mod tests {
 
     #[test]
     fn configured_api_key_header_is_redacted_when_asked_for() {
-        let r = Redactor::new(
+        let r = compile_redactor(
             &log_config(&[], &["x-custom-key", "user-agent"]),
             &custom_api_key_auth(),
         );
@@ -648,7 +714,7 @@ mod tests {
 
     #[test]
     fn request_summary_redacts_like_the_access_log() {
-        let r = Redactor::new(&log_config(&["sig"], &[]), &custom_api_key_auth());
+        let r = compile_redactor(&log_config(&["sig"], &[]), &custom_api_key_auth());
         let summary = r.request_summary(
             "GET",
             "/a?api_key=S1&access_token=S2&key=S3&sig=S4&keep=visible",
@@ -659,6 +725,28 @@ mod tests {
             summary,
             "GET /a?api_key=[REDACTED]&access_token=[REDACTED]&key=[REDACTED]&sig=[REDACTED]\
              &keep=visible, Host: example.com, request_id: req-1"
+        );
+    }
+
+    #[test]
+    fn log_settings_that_are_not_header_names_or_a_target_are_issues() {
+        let mut issues = Issues::default();
+        let mut log = log_config(&[], &["user-agent", "bad header"]);
+        log.sensitive_headers = vec!["X-Secret".into(), "also bad".into()];
+        assert!(Redactor::compile(&log, &AuthConfig::default(), &mut issues).is_none());
+        assert_eq!(AccessLogTarget::compile(" ", &mut issues), None);
+        assert_eq!(
+            AccessLogTarget::compile("/var/log/p.log", &mut issues),
+            Some(AccessLogTarget::File("/var/log/p.log".into()))
+        );
+        let found: Vec<String> = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            found,
+            [
+                "log.log_headers[1]: \"bad header\" is not a valid header name",
+                "log.sensitive_headers[1]: \"also bad\" is not a valid header name",
+                "log.access_log: give \"stdout\", \"off\" or a file path",
+            ]
         );
     }
 }

@@ -7,7 +7,7 @@ mod process_log;
 mod request_id;
 mod request_log;
 
-pub use access_log::{AccessLog, AccessRecord, Redactor};
+pub use access_log::{AccessLog, AccessLogTarget, AccessRecord, Redactor};
 pub use metrics::Metrics;
 pub use process_log::init_process_log;
 pub use request_id::{accept_request_id, new_request_id, RequestId};

@@ -911,7 +911,8 @@ mod tests {
     #[test]
     fn encoded_slash_needs_the_route_option_and_the_same_route_when_decoded() {
         let check = |routes: &[RouteConfig], path: &str| {
-            let router = Router::build(routes);
+            let router = Router::compile(routes, &mut crate::config::Issues::default())
+                .expect("test routes compile");
             let found = router.find("h", path, "GET");
             check_encoded_slashes(&router, routes, found, ("h", path, "GET"), MERGE)
         };

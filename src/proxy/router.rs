@@ -5,11 +5,155 @@
 //! At one host+path, a route that lists methods is tried before one that takes any method.
 //! When some route matched host and path but none took the method, the answer is 405 with the
 //! union of the methods that would have been accepted.
+//!
+//! [`Router::compile`] is the one judge of what a route matches (hosts, path, methods) and of
+//! two routes matching the same requests; it reports every problem with its path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::host::parse_host;
-use crate::config::{HostPattern, PathMatch, RouteConfig};
+use crate::config::{Issues, PathMatch, RouteConfig};
+
+/// A host to match: exact, or a `*.` wildcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Exact host name, lowercased.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches any name ending with it.
+    Suffix(String),
+}
+
+/// Why a route's host is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{host:?} is not a host; write \"api.example.com\" or \"*.example.com\" (no port, no scheme)"
+)]
+pub struct HostPatternError {
+    /// The host as written.
+    host: String,
+}
+
+impl HostPattern {
+    /// Parses "api.example.com" or "*.example.com".
+    pub fn parse(s: &str) -> Result<HostPattern, HostPatternError> {
+        let lower = s.trim().to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        if !valid {
+            return Err(HostPatternError {
+                host: s.to_string(),
+            });
+        }
+        Ok(if wild {
+            HostPattern::Suffix(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_string())
+        })
+    }
+}
+
+/// What one route matches, compiled: the part of a route the router needs.
+#[derive(Debug, Clone)]
+pub struct RouteMatcher {
+    /// Hosts; empty matches any host.
+    hosts: Vec<HostPattern>,
+    /// The path as written (it starts with '/').
+    path: String,
+    path_match: PathMatch,
+    methods: MethodSet,
+}
+
+/// The methods a route may list (RFC 9110 plus PATCH).
+const STANDARD_METHODS: &[&str] = &METHODS;
+
+impl RouteMatcher {
+    /// Compiles the hosts, path and methods of the route at `at` (e.g. `routes[3]`); `None`
+    /// after pushing every problem into `issues`.
+    pub fn compile(r: &RouteConfig, at: &str, issues: &mut Issues) -> Option<RouteMatcher> {
+        let before = issues.len();
+        let mut hosts = Vec::with_capacity(r.hosts.len());
+        for (j, h) in r.hosts.iter().enumerate() {
+            match HostPattern::parse(h) {
+                Ok(host) => hosts.push(host),
+                Err(e) => issues.push(format!("{at}.hosts[{j}]"), e.to_string()),
+            }
+        }
+        if !r.path.starts_with('/') {
+            issues.push(
+                format!("{at}.path"),
+                format!("{:?} must start with '/'", r.path),
+            );
+        }
+        for (j, m) in r.methods.iter().enumerate() {
+            let upper = m.to_ascii_uppercase();
+            if STANDARD_METHODS.contains(&upper.as_str()) {
+                continue;
+            }
+            let reason = if http::Method::from_bytes(upper.as_bytes()).is_ok() {
+                format!("{m:?} is an extension method; only routes without `methods` take those")
+            } else {
+                format!("{m:?} is not an HTTP method")
+            };
+            issues.push(format!("{at}.methods[{j}]"), reason);
+        }
+        if issues.len() > before {
+            return None;
+        }
+        Some(RouteMatcher {
+            hosts,
+            path: r.path.clone(),
+            path_match: r.path_match,
+            methods: MethodSet::from_names(&r.methods),
+        })
+    }
+}
+
+/// Reports, at `routes[i]`, each route that matches a host, path and method set an earlier
+/// route already matches: the later one could never be reached. Judged on the text as written
+/// (hosts lowercased, methods that are standard), so it is reported beside any other problem.
+fn report_duplicate_matches(routes: &[RouteConfig], issues: &mut Issues) {
+    let mut keys = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        let mut methods: Vec<String> = r
+            .methods
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .filter(|m| STANDARD_METHODS.contains(&m.as_str()))
+            .collect();
+        methods.sort();
+        methods.dedup();
+        let mut hosts: Vec<String> = r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        if hosts.is_empty() {
+            hosts.push("*any*".into());
+        }
+        // The router stores prefixes without a trailing slash; compare the same way.
+        let path = match r.path_match {
+            PathMatch::Prefix => r.path.trim_end_matches('/').to_string(),
+            PathMatch::Exact => r.path.clone(),
+        };
+        for host in hosts {
+            let key = (host.clone(), path.clone(), r.path_match, methods.clone());
+            if !keys.insert(key) {
+                issues.push(
+                    format!("routes[{i}]"),
+                    format!(
+                        "another route already matches host {host:?}, {:?} path {:?} and methods {:?}",
+                        r.path_match, r.path, methods
+                    ),
+                );
+            }
+        }
+    }
+}
 
 /// A set of HTTP methods as a bit mask; `ANY` also accepts extension methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,40 +256,56 @@ const MAX_HOST: usize = 256;
 // === impl Router ===
 
 impl Router {
-    /// Compiles the table from validated routes (indices are positions in `routes`).
-    pub fn build(routes: &[RouteConfig]) -> Router {
+    /// Compiles the table for `routes` (indices are positions in `routes`), pushing every
+    /// problem of their hosts, paths and methods, and every unreachable route, into `issues`;
+    /// `None` when there was one.
+    pub fn compile(routes: &[RouteConfig], issues: &mut Issues) -> Option<Router> {
+        let before = issues.len();
+        let matchers: Vec<Option<RouteMatcher>> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RouteMatcher::compile(r, &format!("routes[{i}]"), issues))
+            .collect();
+        report_duplicate_matches(routes, issues);
+        if issues.len() > before {
+            return None;
+        }
+        let matchers: Vec<RouteMatcher> = matchers.into_iter().flatten().collect();
+        Some(Router::new(&matchers))
+    }
+
+    /// Builds the table from compiled matchers (indices are positions in `matchers`).
+    pub fn new(matchers: &[RouteMatcher]) -> Router {
         let mut router = Router::default();
-        for (i, r) in routes.iter().enumerate() {
+        for (i, r) in matchers.iter().enumerate() {
             let candidate = Candidate {
                 route: i,
-                methods: MethodSet::from_names(&r.methods),
+                methods: r.methods,
             };
             if r.hosts.is_empty() {
                 router.any_host.insert(r, candidate);
             }
             for h in &r.hosts {
-                match HostPattern::parse(h) {
-                    Ok(HostPattern::Exact(name)) => router
+                match h {
+                    HostPattern::Exact(name) => router
                         .exact_hosts
-                        .entry(name.into_boxed_str())
+                        .entry(name.as_str().into())
                         .or_default()
                         .insert(r, candidate),
-                    Ok(HostPattern::Suffix(suffix)) => {
+                    HostPattern::Suffix(suffix) => {
                         match router
                             .wildcard_hosts
                             .iter_mut()
-                            .find(|(s, _)| **s == *suffix)
+                            .find(|(s, _)| **s == **suffix)
                         {
                             Some((_, table)) => table.insert(r, candidate),
                             None => {
                                 let mut table = HostTable::default();
                                 table.insert(r, candidate);
-                                router.wildcard_hosts.push((suffix.into_boxed_str(), table));
+                                router.wildcard_hosts.push((suffix.as_str().into(), table));
                             }
                         }
                     }
-                    // validate() rejects bad hosts before a table is ever built.
-                    Err(_) => {}
                 }
             }
         }
@@ -213,7 +373,7 @@ fn normalize_host<'a>(host: &str, buf: &'a mut [u8; MAX_HOST]) -> Option<&'a str
 // === impl HostTable ===
 
 impl HostTable {
-    fn insert(&mut self, route: &RouteConfig, candidate: Candidate) {
+    fn insert(&mut self, route: &RouteMatcher, candidate: Candidate) {
         match route.path_match {
             PathMatch::Exact => self
                 .exact
@@ -359,6 +519,10 @@ mod tests {
         toml::from_str(&toml).expect("test route parses")
     }
 
+    fn build(routes: &[RouteConfig]) -> Router {
+        Router::compile(routes, &mut Issues::default()).expect("test routes compile")
+    }
+
     fn found(m: RouteMatch) -> usize {
         match m {
             RouteMatch::Found { route, .. } => route,
@@ -368,7 +532,7 @@ mod tests {
 
     #[test]
     fn host_precedence_is_exact_then_longest_wildcard_then_any() {
-        let r = Router::build(&[
+        let r = build(&[
             route("any", &[], "/", false, &[]),
             route("wild", &["*.example.com"], "/", false, &[]),
             route("deep", &["*.eu.example.com"], "/", false, &[]),
@@ -384,7 +548,7 @@ mod tests {
 
     #[test]
     fn exact_path_beats_longest_prefix_and_prefixes_respect_segments() {
-        let r = Router::build(&[
+        let r = build(&[
             route("root", &[], "/", false, &[]),
             route("api", &[], "/api", false, &[]),
             route("users", &[], "/api/users/", false, &[]),
@@ -400,7 +564,7 @@ mod tests {
 
     #[test]
     fn method_specific_route_wins_and_mismatch_gives_405_with_allowed_methods() {
-        let r = Router::build(&[
+        let r = build(&[
             route("read", &["h"], "/items", false, &["GET", "HEAD"]),
             route("write", &["h"], "/items", false, &["POST"]),
             route("any", &["h"], "/other", false, &[]),
@@ -417,7 +581,7 @@ mod tests {
 
     #[test]
     fn a_less_specific_route_takes_a_method_the_specific_one_refuses() {
-        let r = Router::build(&[
+        let r = build(&[
             route("catch", &[], "/", false, &[]),
             route("ro", &["h"], "/items", false, &["GET"]),
         ]);
@@ -448,7 +612,7 @@ mod tests {
             .map(|(i, p)| route(&format!("r{i}"), &[], p, false, &[]))
             .collect();
         routes.push(route("posts", &[], "/api/v1", false, &["POST"]));
-        let router = Router::build(&routes);
+        let router = build(&routes);
         let table = &router.any_host;
         assert!(
             table.prefixes.len() > SCAN_LIMIT,
@@ -501,7 +665,7 @@ mod tests {
 
     #[test]
     fn host_routes_match_by_the_strict_parse_of_the_host() {
-        let r = Router::build(&[
+        let r = build(&[
             route("any", &[], "/", false, &[]),
             route("admin", &["admin.example.com"], "/", false, &[]),
         ]);
@@ -523,8 +687,47 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_host_or_method_is_an_issue_not_a_dropped_match() {
+        let mut issues = Issues::default();
+        let routes = [
+            route("port", &["api.example.com:443"], "/", false, &[]),
+            route("ext", &["h"], "/", false, &["PURGE", "G ET"]),
+        ];
+        assert!(Router::compile(&routes, &mut issues).is_none());
+        let found: Vec<String> = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found[0].starts_with("routes[0].hosts[0]: \"api.example.com:443\" is not a host"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].starts_with("routes[1].methods[0]: \"PURGE\" is an extension method"),
+            "{found:#?}"
+        );
+        assert_eq!(
+            found[2],
+            "routes[1].methods[1]: \"G ET\" is not an HTTP method"
+        );
+    }
+
+    #[test]
+    fn host_patterns_are_lowercased_and_wildcards_kept_as_suffixes() {
+        assert_eq!(
+            HostPattern::parse(" API.Example.com "),
+            Ok(HostPattern::Exact("api.example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("*.Example.com"),
+            Ok(HostPattern::Suffix(".example.com".into()))
+        );
+        for bad in ["", "*.", "a..b.", "https://a.com", "a.com/x"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn hostile_hosts_do_not_panic() {
-        let r = Router::build(&[route("any", &[], "/", false, &[])]);
+        let r = build(&[route("any", &[], "/", false, &[])]);
         let long = "a".repeat(10_000);
         for host in ["", ":", "[", "[::1]:80", "é.com", long.as_str(), "a:b:c"] {
             assert_eq!(found(r.find(host, "/", "GET")), 0);

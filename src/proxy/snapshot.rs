@@ -5,7 +5,7 @@
 //! not change are carried into the new snapshot with their health state and connections. The
 //! handle that swaps snapshots on reload is in `reload`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,10 +21,14 @@ use crate::auth::{
     ApiKeySource, AuthShared, Authenticator, KeyError, KeyHasher, KeyRecord, KeyStore, RouteAuth,
     StaticKey,
 };
-use crate::config::{self, read_secret, Config, Issue, Issues, RetryOn, RouteConfig};
+use crate::config::{
+    self, read_secret, AuthConfig, AuthMethod, Config, Dur, HeaderRules, Issue, Issues, Lenient,
+    RetryOn, RouteConfig, ServerConfig,
+};
 use crate::observe::{Metrics, Redactor, RouteMetrics};
+use crate::proxy::canonical::route_path_issues;
 use crate::proxy::forward::SpoofGuard;
-use crate::proxy::pool::{Pool, PoolPeer};
+use crate::proxy::pool::{compile_pools, Pool, PoolPeer, Pools};
 use crate::proxy::router::Router;
 use crate::ratelimit::{Limiter, RoutePolicy};
 use crate::store::Store;
@@ -153,7 +157,7 @@ pub(crate) struct Services {
 
 /// The compiled config that requests run against.
 pub(crate) struct Snapshot {
-    /// The validated model this snapshot was compiled from.
+    /// The model this snapshot was compiled from.
     pub(crate) config: Config,
     /// The routing table; indices point into `routes`.
     pub(crate) router: Router,
@@ -184,7 +188,7 @@ pub enum SnapshotError {
     /// Compiling found problems; [`SnapshotError::in_file`] names the file they are in.
     #[error("{}", render_issues(.0))]
     Invalid(Vec<Issue>),
-    /// A pool could not be built.
+    /// A pool could not be built from settings that compiled.
     #[error(transparent)]
     Pool(#[from] crate::proxy::pool::PoolError),
     /// A secret could not be read.
@@ -227,14 +231,6 @@ pub enum SnapshotError {
     /// with the in-process store, which answers without waiting).
     #[error("auth.api_key.keys: the store did not answer at once")]
     StaticKeyPending,
-    /// A route names an upstream that does not exist (validation prevents this).
-    #[error("route {route:?}: no upstream named {upstream:?}")]
-    UnknownUpstream {
-        /// The route.
-        route: String,
-        /// The missing upstream.
-        upstream: String,
-    },
 }
 
 impl SnapshotError {
@@ -258,62 +254,97 @@ fn render_issues(issues: &[Issue]) -> String {
         .join("\n")
 }
 
+/// Why a compile failed: the issues found, and an error that stopped a part.
+struct Rejected {
+    issues: Vec<Issue>,
+    error: Option<SnapshotError>,
+}
+
+impl Rejected {
+    fn by(error: SnapshotError, issues: &mut Issues) -> Rejected {
+        Rejected {
+            issues: std::mem::take(issues).into_vec(),
+            error: Some(error),
+        }
+    }
+}
+
 // === impl Snapshot ===
 
 impl Snapshot {
     /// Compiles the reloadable part of a config, reusing pools of `previous` whose config is
-    /// unchanged; every problem found is returned as [`SnapshotError::Invalid`].
+    /// unchanged; every problem found is returned as [`SnapshotError::Invalid`]. An error of a
+    /// part that does not report issues yet (a rate-limit rule, auth) comes first: the checks
+    /// of `setup` report those parts as issues before a snapshot is ever compiled for real.
     pub(crate) fn compile(
         config: Config,
         previous: Option<&Snapshot>,
         services: &Services,
     ) -> Result<Snapshot, SnapshotError> {
-        let issues = Issues::default();
-        let mut pools = HashMap::new();
-        for u in &config.upstreams {
-            let reused = previous
-                .and_then(|p| p.pools.get(&u.name))
-                .filter(|p| p.config == *u)
-                .cloned();
-            let pool = match reused {
-                Some(p) => p,
-                None => Arc::new(Pool::build(u)?),
-            };
-            pools.insert(u.name.clone(), pool);
+        Snapshot::compile_reporting(config, previous, services).map_err(|rejected| {
+            rejected
+                .error
+                .unwrap_or(SnapshotError::Invalid(rejected.issues))
+        })
+    }
+
+    /// Every issue compiling `config` finds, whatever else fails: for reporting a file that
+    /// has already failed other checks.
+    pub(crate) fn issues(config: Config, services: &Services) -> Vec<Issue> {
+        match Snapshot::compile_reporting(config, None, services) {
+            Ok(_) => Vec::new(),
+            Err(rejected) => rejected.issues,
         }
-        let routes = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(index, r)| compile_route(index, r, &pools, &config, services).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        let router = Router::build(&config.routes);
-        let auth = compile_auth(&config, &services.auth, previous)?;
+    }
+
+    fn compile_reporting(
+        config: Config,
+        previous: Option<&Snapshot>,
+        services: &Services,
+    ) -> Result<Snapshot, Rejected> {
+        let mut issues = Issues::default();
+        let pools = compile_pools(&config.upstreams, previous.map(|p| &p.pools), &mut issues)
+            .map_err(|e| Rejected::by(e.into(), &mut issues))?;
+        let clients = ClientRules::compile(&config.server, &mut issues);
+        let redactor = Redactor::compile(&config.log, &config.auth, &mut issues);
+        let router = Router::compile(&config.routes, &mut issues);
+        let mut error = None;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        let mut names = HashSet::new();
+        for (index, r) in config.routes.iter().enumerate() {
+            report_route_name(index, r, &mut names, &mut issues);
+            match compile_route(index, r, &pools, &config, services, &mut issues) {
+                Ok(Some(route)) => routes.push(Arc::new(route)),
+                Ok(None) => {}
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        issues.extend(route_path_issues(&config));
+        let (Some(clients), Some(redactor), Some(router), None, true) =
+            (clients, redactor, router, &error, issues.is_empty())
+        else {
+            return Err(Rejected {
+                issues: issues.into_vec(),
+                error,
+            });
+        };
+        let auth = compile_auth(&config, &services.auth, previous)
+            .map_err(|e| Rejected::by(e, &mut issues))?;
         let spoof_guard = SpoofGuard::new(auth.claim_headers());
-        let s = &config.server;
-        let snapshot = Snapshot {
+        Ok(Snapshot {
             router,
             routes,
-            pools,
-            trusted_proxies: s
-                .trusted_proxies
-                .iter()
-                .filter_map(|n| n.ok().copied())
-                .collect(),
-            max_body_size: s.max_body_size.ok().map_or(u64::MAX, |b| b.0),
-            keepalive_secs: s
-                .keepalive_timeout
-                .ok()
-                .map_or(60, |d| d.0.as_secs_f64().ceil().max(1.0) as u64),
-            redactor: Redactor::new(&config.log, &config.auth),
+            pools: pools.by_name,
+            trusted_proxies: clients.trusted_proxies,
+            max_body_size: clients.max_body_size,
+            keepalive_secs: clients.keepalive_secs,
+            redactor,
             auth,
             spoof_guard,
             config,
-        };
-        if !issues.is_empty() {
-            return Err(SnapshotError::Invalid(issues.into_vec()));
-        }
-        Ok(snapshot)
+        })
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -485,13 +516,84 @@ pub(super) fn install_static_keys(
     }
 }
 
+/// The reloadable `[server]` settings about clients: whom to believe, what to accept.
+struct ClientRules {
+    trusted_proxies: Vec<IpNet>,
+    max_body_size: u64,
+    keepalive_secs: u64,
+}
+
+impl ClientRules {
+    fn compile(s: &ServerConfig, issues: &mut Issues) -> Option<ClientRules> {
+        let keepalive = issues.positive("server.keepalive_timeout", &s.keepalive_timeout);
+        let trusted_proxies: Vec<Option<IpNet>> = s
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, net)| issues.value(format!("server.trusted_proxies[{i}]"), net))
+            .collect();
+        let max_body_size = issues.value("server.max_body_size", &s.max_body_size);
+        Some(ClientRules {
+            trusted_proxies: trusted_proxies.into_iter().collect::<Option<_>>()?,
+            max_body_size: max_body_size?.0,
+            // Pingora takes whole seconds; a sub-second timeout still keeps a connection open.
+            keepalive_secs: keepalive?.as_secs_f64().ceil().max(1.0) as u64,
+        })
+    }
+}
+
+/// Reports an empty or repeated route name at `routes[i].name`.
+fn report_route_name(
+    index: usize,
+    r: &RouteConfig,
+    names: &mut HashSet<String>,
+    issues: &mut Issues,
+) {
+    let path = format!("routes[{index}].name");
+    if r.name.trim().is_empty() {
+        issues.push(path, "must not be empty");
+    } else if !names.insert(r.name.clone()) {
+        issues.push(path, format!("route name {:?} is used twice", r.name));
+    }
+}
+
+/// Compiles the route at `routes[index]`: its upstream, header rules, timeouts, retries and
+/// auth cross-checks report into `issues` (`Ok(None)` after any problem); its match is the
+/// router's. An error is a rate-limit rule that could not compile.
 fn compile_route(
     index: usize,
     r: &RouteConfig,
-    pools: &HashMap<String, Arc<Pool>>,
+    pools: &Pools,
     config: &Config,
     services: &Services,
-) -> Result<Route, SnapshotError> {
+    issues: &mut Issues,
+) -> Result<Option<Route>, SnapshotError> {
+    let at = format!("routes[{index}]");
+    let before = issues.len();
+    if !pools.declared.contains(&r.upstream) {
+        issues.push(
+            format!("{at}.upstream"),
+            format!("no upstream named {:?}", r.upstream),
+        );
+    }
+    let request =
+        HeaderEdits::compile(&r.request_headers, &format!("{at}.request_headers"), issues);
+    let response = HeaderEdits::compile(
+        &r.response_headers,
+        &format!("{at}.response_headers"),
+        issues,
+    );
+    let mut timeout = |field: &str, d: &Option<Lenient<Dur>>| {
+        d.as_ref()
+            .and_then(|d| issues.positive(format!("{at}.{field}"), d))
+    };
+    let connect_timeout = timeout("connect_timeout", &r.connect_timeout);
+    let read_timeout = timeout("read_timeout", &r.read_timeout);
+    let write_timeout = timeout("write_timeout", &r.write_timeout);
+    if r.retries > 10 {
+        issues.push(format!("{at}.retries"), "at most 10");
+    }
+    report_route_auth(&at, r, &config.auth, issues);
     let metrics = &services.metrics;
     let claim_header = |claim: &str| {
         config
@@ -515,42 +617,22 @@ fn compile_route(
         route: r.name.clone(),
         reason,
     })?;
-    let pool = pools
-        .get(&r.upstream)
-        .cloned()
-        .ok_or_else(|| SnapshotError::UnknownUpstream {
-            route: r.name.clone(),
-            upstream: r.upstream.clone(),
-        })?;
-    let headers = |add: &std::collections::BTreeMap<String, String>| {
-        add.iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    HeaderName::from_bytes(k.as_bytes()).ok()?,
-                    HeaderValue::from_str(v).ok()?,
-                ))
-            })
-            .collect::<Vec<_>>()
+    // An upstream that is declared but did not compile has reported its own problems.
+    let (Some(pool), true) = (pools.by_name.get(&r.upstream), issues.len() == before) else {
+        return Ok(None);
     };
-    let names = |list: &[String]| {
-        list.iter()
-            .filter_map(|k| HeaderName::from_bytes(k.as_bytes()).ok())
-            .collect::<Vec<_>>()
-    };
-    let dur =
-        |d: &Option<config::Lenient<config::Dur>>| d.as_ref().and_then(|d| d.ok()).map(|d| d.0);
-    Ok(Route {
+    Ok(Some(Route {
         name: r.name.clone(),
-        pool,
+        pool: pool.clone(),
         strip_prefix: r.strip_prefix,
         preserve_host: r.preserve_host,
-        request_add: headers(&r.request_headers.add),
-        request_remove: names(&r.request_headers.remove),
-        response_add: headers(&r.response_headers.add),
-        response_remove: names(&r.response_headers.remove),
-        connect_timeout: dur(&r.connect_timeout),
-        read_timeout: dur(&r.read_timeout),
-        write_timeout: dur(&r.write_timeout),
+        request_add: request.add,
+        request_remove: request.remove,
+        response_add: response.add,
+        response_remove: response.remove,
+        connect_timeout,
+        read_timeout,
+        write_timeout,
         retries: r.retries,
         retry_connect_failure: r.retry_on.contains(&RetryOn::ConnectFailure),
         retry_upstream_error: r.retry_on.contains(&RetryOn::UpstreamError),
@@ -562,7 +644,70 @@ fn compile_route(
             on_store_error: r.auth_on_store_error,
         },
         rate_limit,
-    })
+    }))
+}
+
+/// A route's `auth` must name configured sections, and scopes need some `auth`.
+fn report_route_auth(at: &str, r: &RouteConfig, auth: &AuthConfig, issues: &mut Issues) {
+    for (j, m) in r.auth.iter().enumerate() {
+        let missing = match m {
+            AuthMethod::ApiKey => auth.api_key.is_none().then_some("[auth.api_key]"),
+            AuthMethod::Jwt => auth.jwt.is_none().then_some("[auth.jwt]"),
+        };
+        if let Some(section) = missing {
+            issues.push(
+                format!("{at}.auth[{j}]"),
+                format!("needs a {section} section"),
+            );
+        }
+    }
+    if r.auth.is_empty() && !r.required_scopes.is_empty() {
+        issues.push(
+            format!("{at}.required_scopes"),
+            "scopes need `auth` on the route",
+        );
+    }
+}
+
+/// `request_headers` or `response_headers` of a route, compiled.
+struct HeaderEdits {
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    /// Compiles the rules at `at` (e.g. `routes[0].request_headers`); bad names and values are
+    /// pushed into `issues` and left out.
+    fn compile(rules: &HeaderRules, at: &str, issues: &mut Issues) -> HeaderEdits {
+        let mut add = Vec::with_capacity(rules.add.len());
+        for (name, value) in &rules.add {
+            let parsed_name = HeaderName::from_bytes(name.as_bytes()).ok();
+            if parsed_name.is_none() {
+                issues.push(
+                    format!("{at}.add"),
+                    format!("{name:?} is not a valid header name"),
+                );
+            }
+            let parsed_value = HeaderValue::from_str(value).ok();
+            if parsed_value.is_none() {
+                issues.push(format!("{at}.add.{name}"), "not a valid header value");
+            }
+            if let (Some(n), Some(v)) = (parsed_name, parsed_value) {
+                add.push((n, v));
+            }
+        }
+        let mut remove = Vec::with_capacity(rules.remove.len());
+        for (j, name) in rules.remove.iter().enumerate() {
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => remove.push(n),
+                Err(_) => issues.push(
+                    format!("{at}.remove[{j}]"),
+                    format!("{name:?} is not a valid header name"),
+                ),
+            }
+        }
+        HeaderEdits { add, remove }
+    }
 }
 
 #[cfg(test)]
