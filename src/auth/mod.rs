@@ -8,11 +8,9 @@
 
 pub(crate) mod api_key;
 pub(crate) mod cache;
-mod config_check;
 pub mod jwks;
 pub mod jwt;
-
-pub use config_check::config_issues;
+pub(crate) mod settings;
 
 use std::sync::Arc;
 
