@@ -11,16 +11,18 @@
 //!   atomically, the canonical request path, routing, upstream pools with health checks,
 //!   forwarding headers and the real client IP, and the one error type that knows its HTTP
 //!   status. [`setup`] is the one way in for a config file.
-//! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, and the checks of
-//!   `[auth]` that need auth's own code.
+//! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, and the one
+//!   compile pass of `[auth]`.
 //! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), bounded
-//!   in-process counters, the failed-authentication limiter, headers.
+//!   in-process counters, the failed-authentication limiter, headers; compiles `[rate_limit]`
+//!   and every route's rules.
 //! - [`principal`] and [`observe`]: leaves the features share: who a request is from; metrics
 //!   with bounded labels, the redacting access log, the process log, request ids.
 //! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, atomic
-//!   revocation scripts, invalidations.
-//! - [`config`]: the TOML model, validation that reports every problem with its path, secrets
-//!   from environment variables or files. Imports nothing of ours.
+//!   revocation scripts, invalidations; compiles `[store]`.
+//! - [`config`]: the TOML model, the issue type every owner's compiler reports into, the
+//!   validation of the sections not yet compiled by their owners, secrets from environment
+//!   variables or files. Imports nothing of ours.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,8 +1,12 @@
-//! Configuration: the TOML model, its validation, and secrets read from the environment or files.
+//! Configuration: the TOML model, the issue type every section's compiler reports into, the
+//! validation of the sections not yet compiled by their owners, and secrets read from the
+//! environment or files.
 //!
 //! Loading is two steps. Parsing turns the file into [`Config`] (serde, unknown fields denied);
-//! [`validate`] then checks every cross-reference and value and reports *all* problems with the
-//! path of the field they concern, so one `portcullis check` run shows every mistake in a file.
+//! then each section is compiled by the module that owns it (`[store]` by the store, `[auth]`
+//! by auth, `[rate_limit]` and the routes' rate limits by ratelimit), and [`validate`] checks
+//! the sections still judged here. Every problem is reported with the path of the field it
+//! concerns, so one `portcullis check` run shows every mistake in a file.
 
 mod issue;
 mod lenient;
@@ -90,7 +94,8 @@ fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
     format!("TOML parse error at line {line}, column {column}: {message}")
 }
 
-/// Checks a parsed config and returns every problem found (empty when valid).
+/// Checks the sections of a parsed config not yet compiled by their owners (server, admin,
+/// log, upstreams, routes) and returns every problem found (empty when valid).
 pub fn validate(config: &Config) -> Vec<Issue> {
     let mut v = Validator::default();
     v.server(&config.server);

@@ -325,7 +325,7 @@ pub(super) fn install_static_keys(
     let Some(keys) = new.auth.keys().or_else(|| old.and_then(|o| o.auth.keys())) else {
         return Ok(());
     };
-    // The in-process store answers without waiting; validation keeps static keys off Redis.
+    // The in-process store answers without waiting; auth's compile keeps static keys off Redis.
     let replaced = futures::FutureExt::now_or_never(shared.replace_static_keys(
         keys,
         old_keys,
