@@ -1022,4 +1022,88 @@ window = "1s"
             "ip:192.0.2.7"
         );
     }
+
+    /// The problems of the first route of `toml`, compiled with `claims` as `claims_to_headers`.
+    fn route_issues(toml: &str, claims: &[(&str, Option<&'static str>)]) -> Vec<String> {
+        let config = crate::config::parse(toml).expect("test config parses");
+        let registry = Registry::new();
+        let store = Store::from_config(None, &registry).expect("in-process store");
+        let metrics = RateMetrics::new(&registry);
+        let mut issues = Issues::default();
+        let settings = PolicySettings::compile(&config.rate_limit, &mut issues);
+        let claim_header = |claim: &str| match claims.iter().find(|(c, _)| *c == claim) {
+            None => ClaimHeader::Unlisted,
+            Some((_, None)) => ClaimHeader::Unusable,
+            Some((_, Some(h))) => ClaimHeader::Mapped(HeaderName::from_static(h)),
+        };
+        let policy = RoutePolicy::compile(
+            0,
+            &config.routes[0],
+            settings.as_ref(),
+            &store,
+            &metrics,
+            claim_header,
+            &mut issues,
+        );
+        let found: Vec<String> = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        assert_eq!(policy.is_none(), !found.is_empty(), "{found:#?}");
+        found
+    }
+
+    #[test]
+    fn every_problem_of_a_routes_rules_is_reported_with_its_path() {
+        let found = route_issues(
+            r#"
+[[routes]]
+name = "r{1}"
+upstream = "u"
+rate_limits = [
+  { name = "bad name!", by = "header:bad header", limit = 0, cost = 2, window = "1500ms" },
+  { name = "a", by = "claim:org", limit = 10, window = "31d" },
+  { name = "a", by = "claim:tenant", limit = 20000, window = "1s", algorithm = "sliding_log", plan_limits = { gold = 0 } },
+  { name = "b", by = "nobody", limit = 5, window = "soon" },
+]
+"#,
+            &[("tenant", None)],
+        );
+        let expect = [
+            "routes[0].name: must not contain braces",
+            "routes[0].rate_limits[0].name: must be 1-64 characters",
+            "routes[0].rate_limits[0].by: \"bad header\" is not a valid header name",
+            "routes[0].rate_limits[0].limit: must be at least 1",
+            "routes[0].rate_limits[0].cost: must be between 1 and the limit",
+            "routes[0].rate_limits[0].window: must be whole seconds from 1s to 30d",
+            "routes[0].rate_limits[1].by: claim \"org\" must be listed in [auth.jwt] claims_to_headers",
+            "routes[0].rate_limits[1].window: must be whole seconds from 1s to 30d",
+            "routes[0].rate_limits[2].algorithm: sliding_log keeps one entry per request",
+            "routes[0].rate_limits[2].plan_limits.gold: must be at least 1",
+            "routes[0].rate_limits[2].name: rule name \"a\" is used twice on this route",
+            "routes[0].rate_limits[3].by: \"nobody\": use \"ip\"",
+            "routes[0].rate_limits[3].window: invalid duration \"soon\"",
+        ];
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+        for (f, e) in found.iter().zip(expect) {
+            assert!(f.starts_with(e), "{f:?} is not {e:?}");
+        }
+    }
+
+    #[test]
+    fn a_claim_rule_counts_by_the_header_the_claim_is_forwarded_in() {
+        let toml = r#"
+[[routes]]
+name = "r"
+upstream = "u"
+rate_limits = [{ name = "per-tenant", by = "claim:tenant", limit = 5, window = "1s" }]
+"#;
+        assert_eq!(
+            route_issues(toml, &[("tenant", Some("x-tenant"))]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            Subject::parse("claim:tenant", |_| ClaimHeader::Mapped(
+                HeaderName::from_static("x-tenant")
+            )),
+            Ok(Subject::Claim(HeaderName::from_static("x-tenant")))
+        );
+    }
 }
