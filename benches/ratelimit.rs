@@ -5,10 +5,11 @@
 //! blocked; a counter lookup once one is).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use portcullis::config::{self, RateLimitFailure};
+use portcullis::config;
 use portcullis::ratelimit::algorithm::{Algorithm, RuleCheck};
 use portcullis::ratelimit::{
-    script, Limiter, Quota, RateMetrics, RequestFacts, RoutePolicy, Verdict,
+    script, ClaimHeader, Limiter, LimiterSettings, PolicySettings, Quota, RateMetrics,
+    RequestFacts, RoutePolicy, Verdict,
 };
 use portcullis::store::Store;
 
@@ -32,7 +33,7 @@ limit = 1000000000
 window = "1h"
 "#;
     let c = config::parse(toml).expect("bench config parses");
-    assert!(config::validate(&c).is_empty());
+    portcullis::setup::check_config(c.clone()).expect("bench config is valid");
     c
 }
 
@@ -40,16 +41,18 @@ fn bench_rate_limit(c: &mut Criterion) {
     let registry = prometheus::Registry::new();
     let store = Store::from_config(None, &registry).expect("memory store");
     let cfg = policy_config();
-    let limiter = Limiter::new(store.clone(), &cfg.rate_limit, RateMetrics::new(&registry));
-    let route = &cfg.routes[0];
+    let mut issues = config::Issues::default();
+    let settings = LimiterSettings::compile(&cfg.rate_limit, &mut issues).expect("compiles");
+    let limiter = Limiter::new(store.clone(), &settings, RateMetrics::new(&registry));
+    let shared = PolicySettings::compile(&cfg.rate_limit, &mut issues);
     let policy = RoutePolicy::compile(
-        &route.name,
-        &route.rate_limits,
-        RateLimitFailure::Local,
-        &cfg.rate_limit,
+        0,
+        &cfg.routes[0],
+        shared.as_ref(),
         &store,
         limiter.metrics(),
-        |_| None,
+        |_| ClaimHeader::Unlisted,
+        &mut issues,
     )
     .expect("policy compiles");
     let mut headers = http::HeaderMap::new();

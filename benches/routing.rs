@@ -19,10 +19,7 @@ fn table(services: usize) -> Router {
     }
     toml.push_str("[[routes]]\nname = \"wild\"\nhosts = [\"*.tenants.example.com\"]\npath = \"/\"\nupstream = \"u\"\n");
     let config = config::parse(&toml).expect("bench config parses");
-    assert!(
-        config::validate(&config).is_empty(),
-        "bench config is valid"
-    );
+    portcullis::setup::check_config(config.clone()).expect("bench config is valid");
     Router::compile(&config.routes, &mut config::Issues::default()).expect("bench routes compile")
 }
 

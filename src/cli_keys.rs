@@ -95,23 +95,27 @@ pub enum KeysError {
 
 /// Runs a keys command against the store of the config at `path`; the text to print, or why not.
 pub fn run(path: &Path, command: KeysCommand) -> Result<String, KeysError> {
-    let config = match crate::setup::load(path) {
-        Ok(loaded) => loaded.config,
+    // Compiled as a start would (the snapshot over offline services), so a file `check`
+    // refuses is refused here too, and the key settings are auth's compiled ones.
+    let (process, snapshot) = match crate::setup::load_checked(path) {
+        Ok(loaded) => loaded,
         Err(crate::proxy::snapshot::SnapshotError::Config(e)) => return Err(KeysError::Config(e)),
         Err(e) => return Err(e.into()),
     };
-    refuse_config_key(&config, &command)?;
+    let config = &snapshot.config;
+    refuse_config_key(config, &command)?;
     if config.store.is_none() {
         return Err(KeysError::NoStore {
             file: path.to_path_buf(),
         });
     }
-    let services = crate::server::services(&config)?;
-    let keys =
-        crate::proxy::snapshot::key_store(&config, services.auth.store())?.ok_or_else(|| {
-            KeysError::NoApiKeys {
-                file: path.to_path_buf(),
-            }
+    let services = crate::server::services(&process)?;
+    let keys = snapshot
+        .auth
+        .keys()
+        .map(|k| k.with_store(services.auth.store().clone()))
+        .ok_or_else(|| KeysError::NoApiKeys {
+            file: path.to_path_buf(),
         })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

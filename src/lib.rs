@@ -13,20 +13,21 @@
 //!   and the one error type that knows its HTTP status. [`setup`] is the
 //!   one way in for a config file.
 //! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, the identity
-//!   headers and credential stripping on the way upstream, and the checks of `[auth]` that
-//!   need auth's own code.
+//!   headers and credential stripping on the way upstream, and the one compile pass of
+//!   `[auth]`.
 //! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), bounded
-//!   in-process counters, the failed-authentication limiter, headers.
+//!   in-process counters, the failed-authentication limiter, headers; compiles `[rate_limit]`
+//!   and every route's rules.
 //! - [`principal`] and [`observe`]: leaves the features share: who a request is from; metrics
 //!   with bounded labels, the redacting access log, the process log, request ids, and what a
 //!   finished request records in them.
 //! - [`cache`]: the HTTP caching rules of the response cache (RFC 9111 as a shared cache,
 //!   `Vary`, the cache key, `Cache-Status`); not wired into the proxy yet.
 //! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, atomic
-//!   revocation scripts, invalidations.
-//! - [`config`]: the TOML model, the `Issues` every owner's compiler reports into, the
-//!   validation of the sections not yet compiled by their owners, secrets from environment
-//!   variables or files. Imports nothing of ours.
+//!   revocation scripts, invalidations; compiles `[store]`.
+//! - [`config`]: the TOML model, the issue type every owner's compiler reports into, secrets
+//!   from environment variables or files; it judges nothing (each section is compiled once by
+//!   its owner, [`setup`] runs them all). Imports nothing of ours.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -179,13 +179,14 @@ impl TlsListener {
 /// Builds the server for a config file; call `run_forever` on the result.
 pub fn build(config_path: &Path) -> Result<Built, StartError> {
     let crate::setup::Loaded { config, process } = crate::setup::load(config_path)?;
-    let services = services(&config)?;
+    let services = services(&process)?;
     let metrics = services.metrics.clone();
     let snapshots = Arc::new(SnapshotHandle::new(config_path, config, services)?);
     let ProcessSettings {
         server: settings,
         admin: admin_settings,
         access_log: access_log_target,
+        ..
     } = process;
 
     if admin_settings.token.is_none() {
@@ -246,32 +247,22 @@ pub fn build(config_path: &Path) -> Result<Built, StartError> {
     Ok(Built { server, access_log })
 }
 
-/// Creates the process-wide services a config needs: metrics, the store and the auth cache.
-pub(crate) fn services(config: &crate::config::Config) -> Result<Services, StartError> {
-    services_with(
-        config.store.as_ref(),
-        &config.auth.cache,
-        &config.rate_limit,
-    )
-}
-
-fn services_with(
-    store: Option<&crate::config::StoreConfig>,
-    c: &crate::config::AuthCacheConfig,
-    rate_limit: &crate::config::RateLimitConfig,
-) -> Result<Services, StartError> {
+/// Creates the process-wide services of compiled process settings: metrics, the store, the
+/// auth cache and the limiter.
+pub(crate) fn services(process: &ProcessSettings) -> Result<Services, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let store = Store::from_config(store, metrics.registry())?;
+    let store = Store::from_settings(process.store.as_ref(), metrics.registry())?;
+    let c = &process.auth_cache;
     let cache = DecisionCache::new(
-        c.capacity as u64,
-        c.ttl.ok().map_or(Duration::from_secs(300), |d| d.0),
-        c.negative_capacity as u64,
-        c.negative_ttl.ok().map_or(Duration::from_secs(5), |d| d.0),
+        c.capacity,
+        c.ttl,
+        c.negative_capacity,
+        c.negative_ttl,
         CacheMetrics::new(metrics.registry()),
     );
     let limiter = Arc::new(Limiter::new(
         store.clone(),
-        rate_limit,
+        &process.limiter,
         RateMetrics::new(metrics.registry()),
     ));
     let auth = Arc::new(AuthShared::new(
@@ -287,10 +278,10 @@ fn services_with(
 }
 
 /// Services for compiling a snapshot that will never serve (`check`, and gathering every
-/// problem of a file that failed to load): an in-process store, a fresh registry, default
-/// cache sizes; nothing is connected or spawned.
+/// problem of a file that failed to load): an in-process store, a fresh registry, the model's
+/// default cache sizes; nothing is connected or spawned.
 pub(crate) fn offline_services() -> Services {
-    let built = services_with(None, &Default::default(), &Default::default());
+    let built = services(&ProcessSettings::offline());
     // Only the store's setup can fail, and the in-process store has none.
     built.unwrap_or_else(|e| unreachable!("in-process services: {e}"))
 }

@@ -185,6 +185,20 @@ impl KeyStore {
         }
     }
 
+    /// The same keys (hasher and lifetime) in another store: the keys CLI compiles the config
+    /// over the in-process store and then works on the configured one.
+    pub(crate) fn with_store(&self, store: Arc<Store>) -> KeyStore {
+        KeyStore {
+            store,
+            ..self.clone()
+        }
+    }
+
+    /// The lifetime of keys created without one (and of config-declared keys).
+    pub(crate) fn default_ttl(&self) -> Duration {
+        self.default_ttl
+    }
+
     /// The hasher (the proxy hashes presented keys with it).
     pub fn hasher(&self) -> &KeyHasher {
         &self.hasher

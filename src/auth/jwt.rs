@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use super::jwks::{
     keys_fingerprint, seed_grace, JwksClient, JwksSettings, KeyError, KeySet, PinnedKey,
 };
-use crate::config::{read_secret, Dur, JwtConfig, JwtKeyConfig, Lenient};
+use crate::config::{read_secret, Dur, JwtConfig, JwtKeyConfig, Lenient, SecretError};
 use crate::principal::unix_now;
 
 /// Longest token accepted; longer ones are `Malformed` before any decoding.
@@ -191,6 +191,40 @@ pub enum JwtSetupError {
     NoKeys,
 }
 
+impl JwtSetupError {
+    /// The config path the problem is at, e.g. `auth.jwt.keys[1]`.
+    pub fn path(&self) -> String {
+        match self {
+            JwtSetupError::Key { index, .. } => format!("auth.jwt.keys[{index}]"),
+            JwtSetupError::Setting { field, .. } => format!("auth.jwt.{field}"),
+            JwtSetupError::NoKeys => "auth.jwt".to_string(),
+        }
+    }
+
+    /// What is wrong there.
+    pub fn reason(&self) -> String {
+        match self {
+            JwtSetupError::Key { reason, .. } | JwtSetupError::Setting { reason, .. } => {
+                reason.clone()
+            }
+            JwtSetupError::NoKeys => "no keys and no jwks_url; nothing could verify a token".into(),
+        }
+    }
+}
+
+/// `[auth.jwt]` compiled: what a verifier is built from, every value already parsed (the keys
+/// loaded from their files and variables once).
+pub(crate) struct JwtParts {
+    /// The configured keys, loaded.
+    pub(crate) keys: Vec<PinnedKey>,
+    /// Allowed clock skew.
+    pub(crate) leeway: Duration,
+    /// Claim → upstream header.
+    pub(crate) headers: Vec<(String, HeaderName)>,
+    /// Where and how often the JWKS is fetched, when `jwks_url` is set.
+    pub(crate) jwks: Option<JwksSettings>,
+}
+
 /// What a valid token says about its bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
@@ -235,21 +269,39 @@ pub fn claim_header(name: &str) -> Result<HeaderName, String> {
 pub fn load_key(cfg: &JwtKeyConfig) -> Result<PinnedKey, KeyError> {
     let algorithm = supported_algorithm(&cfg.algorithm)?;
     if algorithm.family() == AlgorithmFamily::Hmac {
-        let secret = read_secret(cfg.secret_env.as_deref(), cfg.secret_file.as_deref())
-            .map_err(|e| KeyError::new(e.to_string()))?;
-        let Some(secret) = secret else {
-            return Err(KeyError::new(match &cfg.secret_env {
-                Some(var) => format!("environment variable {var} is not set"),
-                None => "an HS key needs secret_env or secret_file".to_string(),
-            }));
-        };
-        return PinnedKey::from_secret(cfg.kid.clone(), algorithm, secret.as_bytes());
+        let secret = read_secret(cfg.secret_env.as_deref(), cfg.secret_file.as_deref());
+        return hmac_key(cfg, algorithm, secret);
     }
     let Some(file) = &cfg.public_key_file else {
         return Err(KeyError::new(format!(
             "a {algorithm:?} key needs public_key_file"
         )));
     };
+    pem_key(cfg, algorithm, file)
+}
+
+/// An HMAC key from its secret as read from `secret_env`/`secret_file`.
+pub(crate) fn hmac_key(
+    cfg: &JwtKeyConfig,
+    algorithm: Algorithm,
+    secret: Result<Option<String>, SecretError>,
+) -> Result<PinnedKey, KeyError> {
+    let secret = secret.map_err(|e| KeyError::new(e.to_string()))?;
+    let Some(secret) = secret else {
+        return Err(KeyError::new(match &cfg.secret_env {
+            Some(var) => format!("environment variable {var} is not set"),
+            None => "an HS key needs secret_env or secret_file".to_string(),
+        }));
+    };
+    PinnedKey::from_secret(cfg.kid.clone(), algorithm, secret.as_bytes())
+}
+
+/// A public key from the PEM file `file`, read here.
+pub(crate) fn pem_key(
+    cfg: &JwtKeyConfig,
+    algorithm: Algorithm,
+    file: &str,
+) -> Result<PinnedKey, KeyError> {
     let pem =
         std::fs::read(file).map_err(|e| KeyError::new(format!("cannot read {file:?}: {e}")))?;
     PinnedKey::from_pem(cfg.kid.clone(), algorithm, &pem)
@@ -321,11 +373,39 @@ impl JwtVerifier {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let rules = ClaimRules::new(cfg)?;
+        let leeway = duration(&cfg.leeway, "leeway")?;
+        let headers = header_map(&cfg.claims_to_headers)?;
+        let jwks = match &cfg.jwks_url {
+            Some(url) => Some(jwks_settings(cfg, url)?),
+            None => None,
+        };
+        let parts = JwtParts {
+            keys,
+            leeway,
+            headers,
+            jwks,
+        };
+        Self::from_parts(cfg, parts, previous)
+    }
+
+    /// [`replacing`](Self::replacing) from `[auth.jwt]` already compiled (auth's one compile
+    /// pass loads the keys and parses every value, reporting each problem with its path).
+    pub(crate) fn from_parts(
+        cfg: &JwtConfig,
+        parts: JwtParts,
+        previous: Option<&JwtVerifier>,
+    ) -> Result<JwtVerifier, JwtSetupError> {
+        let JwtParts {
+            keys,
+            leeway,
+            headers,
+            jwks,
+        } = parts;
+        let rules = ClaimRules::new(cfg, leeway, headers);
         let previous_jwks = previous.and_then(|p| p.jwks.as_ref());
         let same_issuer = previous.is_some_and(|p| p.rules.issuer == rules.issuer);
-        let jwks = match &cfg.jwks_url {
-            Some(url) => Some(jwks_client(cfg, url, previous_jwks, same_issuer)?),
+        let jwks = match jwks {
+            Some(settings) => Some(jwks_client(settings, previous_jwks, same_issuer)?),
             None => None,
         };
         if keys.is_empty() && jwks.is_none() {
@@ -469,16 +549,9 @@ fn combine(static_fingerprint: &[u8; 32], set: Option<&[u8; 32]>) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The JWKS client for `cfg`: `previous` itself when its settings are the same, else a new
-/// client, seeded for a bounded grace with `previous`'s last good key set when `seed` (the
-/// issuer is unchanged).
-fn jwks_client(
-    cfg: &JwtConfig,
-    url: &str,
-    previous: Option<&Arc<JwksClient>>,
-    seed: bool,
-) -> Result<Arc<JwksClient>, JwtSetupError> {
-    let settings = JwksSettings {
+/// The JWKS settings of `cfg`, fetching from `url`.
+fn jwks_settings(cfg: &JwtConfig, url: &str) -> Result<JwksSettings, JwtSetupError> {
+    Ok(JwksSettings {
         url: url.to_string(),
         refresh: positive(&cfg.jwks_refresh, "jwks_refresh")?,
         min_refetch_interval: positive(
@@ -486,7 +559,17 @@ fn jwks_client(
             "jwks_min_refetch_interval",
         )?,
         timeout: positive(&cfg.jwks_timeout, "jwks_timeout")?,
-    };
+    })
+}
+
+/// The JWKS client for `settings`: `previous` itself when its settings are the same, else a new
+/// client, seeded for a bounded grace with `previous`'s last good key set when `seed` (the
+/// issuer is unchanged).
+fn jwks_client(
+    settings: JwksSettings,
+    previous: Option<&Arc<JwksClient>>,
+    seed: bool,
+) -> Result<Arc<JwksClient>, JwtSetupError> {
     if let Some(previous) = previous.filter(|p| *p.settings() == settings) {
         return Ok(previous.clone());
     }
@@ -617,17 +700,17 @@ struct ClaimRules {
 }
 
 impl ClaimRules {
-    fn new(cfg: &JwtConfig) -> Result<ClaimRules, JwtSetupError> {
-        Ok(ClaimRules {
-            leeway: duration(&cfg.leeway, "leeway")?.as_secs(),
+    fn new(cfg: &JwtConfig, leeway: Duration, headers: Vec<(String, HeaderName)>) -> ClaimRules {
+        ClaimRules {
+            leeway: leeway.as_secs(),
             require_exp: cfg.require_exp,
             issuer: cfg.issuer.clone(),
             audiences: cfg.audiences.clone(),
             required: cfg.required_claims.clone(),
             consumer_claim: cfg.consumer_claim.clone(),
             scopes_claim: cfg.scopes_claim.clone(),
-            headers: header_map(&cfg.claims_to_headers)?,
-        })
+            headers,
+        }
     }
 
     /// A hash of every rule, each part length-prefixed so no two rule sets hash alike: the

@@ -8,12 +8,11 @@
 
 pub(crate) mod api_key;
 pub(crate) mod cache;
-mod config_check;
 mod identity;
 pub mod jwks;
 pub mod jwt;
+pub(crate) mod settings;
 
-pub use config_check::config_issues;
 pub(crate) use identity::{apply_identity, X_CONSUMER_ID};
 
 use std::sync::Arc;

@@ -24,7 +24,6 @@ use prometheus::IntCounter;
 use super::algorithm::{Algorithm, RuleCheck};
 use super::local::LocalLimiter;
 use super::ClientNetwork;
-use crate::config::FailedAuthConfig;
 
 /// `[rate_limit.failed_auth]`, compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +33,10 @@ pub struct FailedAuthPolicy {
 }
 
 impl FailedAuthPolicy {
-    /// The policy of a validated config; `None` when turned off.
-    pub fn from_config(config: &FailedAuthConfig) -> Option<FailedAuthPolicy> {
-        if !config.enabled {
-            return None;
-        }
-        let window_ms = config.window.ok().map_or(10_000, |d| {
-            u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX)
-        });
-        Some(FailedAuthPolicy {
-            limit: config.limit.max(1),
-            window_ms: window_ms.max(1_000),
-        })
+    /// `limit` rejected credentials per `window_ms`, as compiled by
+    /// [`super::settings::PolicySettings::compile`] (which keeps both in range).
+    pub(crate) fn new(limit: u64, window_ms: u64) -> FailedAuthPolicy {
+        FailedAuthPolicy { limit, window_ms }
     }
 }
 
@@ -174,12 +165,8 @@ mod tests {
     }
 
     fn policy(limit: u64, window: &str) -> FailedAuthPolicy {
-        let config = FailedAuthConfig {
-            enabled: true,
-            limit,
-            window: crate::config::Lenient::new(window),
-        };
-        FailedAuthPolicy::from_config(&config).expect("enabled")
+        let window = humantime::parse_duration(window).expect("test window");
+        FailedAuthPolicy::new(limit, super::super::duration_ms(window))
     }
 
     #[test]
@@ -270,14 +257,5 @@ mod tests {
         assert!(g.retry_after_secs(&p, &net, Some(ip), until - 1).is_some());
         assert!(!g.some_network_may_be_blocked(until));
         assert_eq!(g.retry_after_secs(&p, &net, Some(ip), until), None);
-    }
-
-    #[test]
-    fn turned_off_means_no_policy() {
-        let config = FailedAuthConfig {
-            enabled: false,
-            ..FailedAuthConfig::default()
-        };
-        assert_eq!(FailedAuthPolicy::from_config(&config), None);
     }
 }

@@ -12,7 +12,9 @@ pub mod breaker;
 pub mod failed_auth;
 pub mod local;
 pub mod script;
+pub mod settings;
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,13 +24,15 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use sha2::{Digest, Sha256};
 
-use crate::config::{RateAlgorithm, RateLimitConfig, RateLimitFailure, RateLimitRule};
+use crate::config::strength::MAX_EXACT_SCRIPT_INT;
+use crate::config::{Issues, RateAlgorithm, RateLimitFailure, RateLimitRule, RouteConfig};
 use crate::principal::Principal;
 use crate::store::{Store, StoreError};
 use algorithm::{Algorithm, Decision, RuleCheck};
 use breaker::{Breaker, Permit};
 use failed_auth::{FailedAuthGuard, FailedAuthPolicy};
 use local::LocalLimiter;
+pub use settings::{LimiterSettings, PolicySettings};
 
 /// What a rule counts by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +49,35 @@ pub enum Subject {
     Claim(HeaderName),
 }
 
+/// What `[auth.jwt] claims_to_headers` says about a claim a rule counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimHeader {
+    /// The claim is forwarded in this header.
+    Mapped(HeaderName),
+    /// The claim is listed, but its header is unusable (reported where it is declared).
+    Unusable,
+    /// The claim is not listed.
+    Unlisted,
+}
+
+/// Why a rule's `by` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// Not the grammar, or not a valid header name; the text says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// The claim's header is unusable; that is reported under `claims_to_headers`.
+    #[error("claim {0:?} maps to an unusable header")]
+    UnusableClaim(String),
+}
+
 impl Subject {
-    /// Parses `by`; `claim_header` maps a claim name to its `claims_to_headers` header.
+    /// Parses `by`, the one grammar of it; `claim_header` says what `claims_to_headers`
+    /// maps a claim name to.
     pub fn parse(
         by: &str,
-        claim_header: impl Fn(&str) -> Option<HeaderName>,
-    ) -> Result<Subject, String> {
+        claim_header: impl Fn(&str) -> ClaimHeader,
+    ) -> Result<Subject, SubjectError> {
         match by {
             "ip" => Ok(Subject::Ip),
             "consumer" => Ok(Subject::Consumer),
@@ -59,20 +86,24 @@ impl Subject {
                 if let Some(name) = by.strip_prefix("header:") {
                     return HeaderName::from_bytes(name.trim().as_bytes())
                         .map(Subject::Header)
-                        .map_err(|_| format!("{name:?} is not a valid header name"));
-                }
-                if let Some(claim) = by.strip_prefix("claim:") {
-                    return claim_header(claim.trim())
-                        .map(Subject::Claim)
-                        .ok_or_else(|| {
-                            format!(
-                                "claim {claim:?} must be listed in [auth.jwt] claims_to_headers"
-                            )
+                        .map_err(|_| {
+                            SubjectError::Invalid(format!("{name:?} is not a valid header name"))
                         });
                 }
-                Err(format!(
+                if let Some(claim) = by.strip_prefix("claim:") {
+                    return match claim_header(claim.trim()) {
+                        ClaimHeader::Mapped(header) => Ok(Subject::Claim(header)),
+                        ClaimHeader::Unusable => {
+                            Err(SubjectError::UnusableClaim(claim.trim().to_string()))
+                        }
+                        ClaimHeader::Unlisted => Err(SubjectError::Invalid(format!(
+                            "claim {claim:?} must be listed in [auth.jwt] claims_to_headers"
+                        ))),
+                    };
+                }
+                Err(SubjectError::Invalid(format!(
                     "{by:?}: use \"ip\", \"consumer\", \"route\", \"header:<name>\" or \"claim:<name>\""
-                ))
+                )))
             }
         }
     }
@@ -288,58 +319,51 @@ impl RateMetrics {
 // === impl RoutePolicy ===
 
 impl RoutePolicy {
-    /// Compiles a route's rules (validated config).
+    /// Compiles the rate limits of `route`, the `index`-th route: its name (a Redis hash
+    /// tag), every rule (`by` parsed once, by [`Subject::parse`]), and the `[rate_limit]`
+    /// settings every route shares (`None` when those did not compile: the rules are still
+    /// checked). Every problem goes into `issues` with its path; `None` when there was any.
     pub fn compile(
-        route: &str,
-        rules: &[RateLimitRule],
-        on_store_error: RateLimitFailure,
-        settings: &RateLimitConfig,
+        index: usize,
+        route: &RouteConfig,
+        settings: Option<&PolicySettings>,
         store: &Store,
         metrics: &RateMetrics,
-        claim_header: impl Fn(&str) -> Option<HeaderName>,
-    ) -> Result<RoutePolicy, String> {
-        let mut compiled = Vec::with_capacity(rules.len());
-        for r in rules {
-            let subject = Subject::parse(&r.by, &claim_header)
-                .map_err(|e| format!("rule {:?}: {e}", r.name))?;
-            let window_ms = r.window.ok().map_or(60_000, |d| duration_ms(d.0));
-            let m = |outcome: &str| {
-                metrics
-                    .decisions
-                    .with_label_values(&[route, &r.name, outcome])
-            };
-            compiled.push(CompiledRule {
-                name: r.name.clone(),
-                subject,
-                limit: r.limit,
-                plan_limits: r.plan_limits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                window_ms,
-                algorithm: match r.algorithm {
-                    RateAlgorithm::SlidingWindow => Algorithm::SlidingWindow,
-                    RateAlgorithm::SlidingLog => Algorithm::SlidingLog,
-                },
-                cost: r.cost,
-                shadow: r.shadow,
-                count_denied: r.count_denied,
-                metrics: RuleMetrics {
-                    allowed: m("allowed"),
-                    denied: m("denied"),
-                    shadow_denied: m("shadow_denied"),
-                    store_error: m("store_error"),
-                    near_limit: metrics.near_limit.with_label_values(&[route, &r.name]),
-                },
-            });
+        claim_header: impl Fn(&str) -> ClaimHeader,
+        issues: &mut Issues,
+    ) -> Option<RoutePolicy> {
+        let before = issues.len();
+        if route.name.contains(['{', '}']) {
+            issues.push(
+                format!("routes[{index}].name"),
+                "must not contain braces (it is a Redis hash tag)",
+            );
         }
+        let mut compiled = Vec::with_capacity(route.rate_limits.len());
+        let mut names = HashSet::new();
+        for (j, rule) in route.rate_limits.iter().enumerate() {
+            let at = format!("routes[{index}].rate_limits[{j}]");
+            if let Some(c) = compile_rule(&at, &route.name, rule, metrics, &claim_header, issues) {
+                compiled.push(c);
+            }
+            if !names.insert(rule.name.as_str()) {
+                issues.push(
+                    format!("{at}.name"),
+                    format!("rule name {:?} is used twice on this route", rule.name),
+                );
+            }
+        }
+        let settings = settings.filter(|_| issues.len() == before)?;
         let policy_header = render_policy(&compiled);
-        Ok(RoutePolicy {
+        Some(RoutePolicy {
             rules: compiled,
-            on_store_error,
-            key_prefix: store.key("rl", route, ""),
+            on_store_error: route.rate_limit_on_store_error,
+            key_prefix: store.key("rl", &route.name, ""),
             policy_header,
             legacy_headers: settings.legacy_headers,
-            node_count: u64::from(settings.node_count.max(1)),
-            client_network: ClientNetwork::new(settings.ipv4_prefix, settings.ipv6_prefix),
-            failed_auth: FailedAuthPolicy::from_config(&settings.failed_auth),
+            node_count: settings.node_count,
+            client_network: settings.client_network,
+            failed_auth: settings.failed_auth,
         })
     }
 
@@ -406,6 +430,127 @@ impl RoutePolicy {
             set("x-ratelimit-reset", HeaderValue::from(quota.reset_secs));
         }
     }
+}
+
+/// One rule at `at` (`routes[i].rate_limits[j]`), every problem reported.
+fn compile_rule(
+    at: &str,
+    route: &str,
+    rule: &RateLimitRule,
+    metrics: &RateMetrics,
+    claim_header: impl Fn(&str) -> ClaimHeader,
+    issues: &mut Issues,
+) -> Option<CompiledRule> {
+    let before = issues.len();
+    let name_ok = !rule.name.is_empty()
+        && rule.name.len() <= 64
+        && rule
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !name_ok {
+        issues.push(
+            format!("{at}.name"),
+            "must be 1-64 characters of A-Z a-z 0-9 _ - .",
+        );
+    }
+    let subject = match Subject::parse(&rule.by, claim_header) {
+        Ok(s) => Some(s),
+        Err(SubjectError::Invalid(reason)) => {
+            issues.push(format!("{at}.by"), reason);
+            None
+        }
+        // Reported under `auth.jwt.claims_to_headers`; the rule cannot compile without it.
+        Err(SubjectError::UnusableClaim(_)) => None,
+    };
+    if rule.limit == 0 {
+        issues.push(format!("{at}.limit"), "must be at least 1");
+    }
+    if rule.cost == 0 || rule.cost > rule.limit.max(1) {
+        issues.push(format!("{at}.cost"), "must be between 1 and the limit");
+    }
+    let window_ms = compile_window(at, rule, issues);
+    if rule.algorithm == RateAlgorithm::SlidingLog
+        && rule
+            .plan_limits
+            .values()
+            .chain([&rule.limit])
+            .any(|l| *l > 10_000)
+    {
+        issues.push(
+            format!("{at}.algorithm"),
+            "sliding_log keeps one entry per request; use sliding_window for limits above 10000",
+        );
+    }
+    for (plan, limit) in &rule.plan_limits {
+        if *limit == 0 {
+            issues.push(format!("{at}.plan_limits.{plan}"), "must be at least 1");
+        }
+    }
+    let (subject, window_ms) = (subject?, window_ms?);
+    if issues.len() != before {
+        return None;
+    }
+    let m = |outcome: &str| {
+        metrics
+            .decisions
+            .with_label_values(&[route, &rule.name, outcome])
+    };
+    Some(CompiledRule {
+        name: rule.name.clone(),
+        subject,
+        limit: rule.limit,
+        plan_limits: rule
+            .plan_limits
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        window_ms,
+        algorithm: match rule.algorithm {
+            RateAlgorithm::SlidingWindow => Algorithm::SlidingWindow,
+            RateAlgorithm::SlidingLog => Algorithm::SlidingLog,
+        },
+        cost: rule.cost,
+        shadow: rule.shadow,
+        count_denied: rule.count_denied,
+        metrics: RuleMetrics {
+            allowed: m("allowed"),
+            denied: m("denied"),
+            shadow_denied: m("shadow_denied"),
+            store_error: m("store_error"),
+            near_limit: metrics.near_limit.with_label_values(&[route, &rule.name]),
+        },
+    })
+}
+
+/// The rule's window in ms: whole seconds from 1s to 30d, and small enough with its limits
+/// for the script's exact integers: it computes `limit × window_ms` on doubles, and past 2^53
+/// those are no longer exact (and Redis' integer reply conversion would round), so such limits
+/// are refused rather than silently approximated.
+fn compile_window(at: &str, rule: &RateLimitRule, issues: &mut Issues) -> Option<u64> {
+    let window = issues.value(format!("{at}.window"), &rule.window)?.0;
+    let w = duration_ms(window);
+    if !(1000..=30 * 86_400_000).contains(&w) || !w.is_multiple_of(1000) {
+        issues.push(
+            format!("{at}.window"),
+            "must be whole seconds from 1s to 30d",
+        );
+        return None;
+    }
+    let too_big = |limit: u64| u128::from(limit) * u128::from(w) > MAX_EXACT_SCRIPT_INT;
+    let reason = "limit × window in ms must be at most 2^53 (e.g. at most 104249991 per day)";
+    let mut fits = true;
+    if too_big(rule.limit) {
+        issues.push(format!("{at}.limit"), reason);
+        fits = false;
+    }
+    for (plan, limit) in &rule.plan_limits {
+        if too_big(*limit) {
+            issues.push(format!("{at}.plan_limits.{plan}"), reason);
+            fits = false;
+        }
+    }
+    fits.then_some(w)
 }
 
 /// `"<rule>";q=<limit>;w=<window seconds>` for every rule, joined by ", ".
@@ -493,13 +638,9 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// A limiter on `store` with the breaker settings of `[rate_limit]`.
-    pub fn new(store: Arc<Store>, settings: &RateLimitConfig, metrics: RateMetrics) -> Limiter {
-        let open_for = settings
-            .breaker_open_for
-            .ok()
-            .map_or(std::time::Duration::from_secs(1), |d| d.0);
-        let capacity = settings.local_max_counters.max(1);
+    /// A limiter on `store` with the breaker and local-counter settings of `[rate_limit]`.
+    pub fn new(store: Arc<Store>, settings: &LimiterSettings, metrics: RateMetrics) -> Limiter {
+        let capacity = settings.local_max_counters;
         let evictions = |set: &str| metrics.local_evictions.with_label_values(&[set]);
         Limiter {
             store,
@@ -510,7 +651,7 @@ impl Limiter {
                 evictions("failed_auth"),
                 metrics.failed_auth_blocked.clone(),
             ),
-            breaker: Breaker::new(settings.breaker_failures, open_for),
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
             script: redis::Script::new(script::SCRIPT),
             nonce_prefix: fastrand::u64(..),
             nonce_seq: AtomicU64::new(0),
@@ -755,25 +896,26 @@ limit = 8000000000000
 window = "1s"
 "#;
         let config = crate::config::parse(toml).expect("test config parses");
-        let issues = crate::config::validate(&config);
-        assert!(
-            issues.is_empty(),
-            "the validator allows these limits: {issues:?}"
-        );
         let registry = Registry::new();
         let store = Store::from_config(None, &registry).expect("in-process store");
         let metrics = RateMetrics::new(&registry);
-        let route = &config.routes[0];
-        RoutePolicy::compile(
-            &route.name,
-            &route.rate_limits,
-            RateLimitFailure::Local,
-            &config.rate_limit,
+        let mut issues = Issues::default();
+        let settings = PolicySettings::compile(&config.rate_limit, &mut issues);
+        let policy = RoutePolicy::compile(
+            0,
+            &config.routes[0],
+            settings.as_ref(),
             &store,
             &metrics,
-            |_| None,
-        )
-        .expect("policy compiles")
+            |_| ClaimHeader::Unlisted,
+            &mut issues,
+        );
+        assert!(
+            issues.is_empty(),
+            "the compiler allows these limits: {:?}",
+            issues.into_vec()
+        );
+        policy.expect("policy compiles")
     }
 
     fn admitted(remaining: &[u64]) -> Decision {
@@ -878,6 +1020,90 @@ window = "1s"
         assert_eq!(
             key(ClientNetwork::new(99, 200), "192.0.2.7"),
             "ip:192.0.2.7"
+        );
+    }
+
+    /// The problems of the first route of `toml`, compiled with `claims` as `claims_to_headers`.
+    fn route_issues(toml: &str, claims: &[(&str, Option<&'static str>)]) -> Vec<String> {
+        let config = crate::config::parse(toml).expect("test config parses");
+        let registry = Registry::new();
+        let store = Store::from_config(None, &registry).expect("in-process store");
+        let metrics = RateMetrics::new(&registry);
+        let mut issues = Issues::default();
+        let settings = PolicySettings::compile(&config.rate_limit, &mut issues);
+        let claim_header = |claim: &str| match claims.iter().find(|(c, _)| *c == claim) {
+            None => ClaimHeader::Unlisted,
+            Some((_, None)) => ClaimHeader::Unusable,
+            Some((_, Some(h))) => ClaimHeader::Mapped(HeaderName::from_static(h)),
+        };
+        let policy = RoutePolicy::compile(
+            0,
+            &config.routes[0],
+            settings.as_ref(),
+            &store,
+            &metrics,
+            claim_header,
+            &mut issues,
+        );
+        let found: Vec<String> = issues.into_vec().iter().map(|i| i.to_string()).collect();
+        assert_eq!(policy.is_none(), !found.is_empty(), "{found:#?}");
+        found
+    }
+
+    #[test]
+    fn every_problem_of_a_routes_rules_is_reported_with_its_path() {
+        let found = route_issues(
+            r#"
+[[routes]]
+name = "r{1}"
+upstream = "u"
+rate_limits = [
+  { name = "bad name!", by = "header:bad header", limit = 0, cost = 2, window = "1500ms" },
+  { name = "a", by = "claim:org", limit = 10, window = "31d" },
+  { name = "a", by = "claim:tenant", limit = 20000, window = "1s", algorithm = "sliding_log", plan_limits = { gold = 0 } },
+  { name = "b", by = "nobody", limit = 5, window = "soon" },
+]
+"#,
+            &[("tenant", None)],
+        );
+        let expect = [
+            "routes[0].name: must not contain braces",
+            "routes[0].rate_limits[0].name: must be 1-64 characters",
+            "routes[0].rate_limits[0].by: \"bad header\" is not a valid header name",
+            "routes[0].rate_limits[0].limit: must be at least 1",
+            "routes[0].rate_limits[0].cost: must be between 1 and the limit",
+            "routes[0].rate_limits[0].window: must be whole seconds from 1s to 30d",
+            "routes[0].rate_limits[1].by: claim \"org\" must be listed in [auth.jwt] claims_to_headers",
+            "routes[0].rate_limits[1].window: must be whole seconds from 1s to 30d",
+            "routes[0].rate_limits[2].algorithm: sliding_log keeps one entry per request",
+            "routes[0].rate_limits[2].plan_limits.gold: must be at least 1",
+            "routes[0].rate_limits[2].name: rule name \"a\" is used twice on this route",
+            "routes[0].rate_limits[3].by: \"nobody\": use \"ip\"",
+            "routes[0].rate_limits[3].window: invalid duration \"soon\"",
+        ];
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+        for (f, e) in found.iter().zip(expect) {
+            assert!(f.starts_with(e), "{f:?} is not {e:?}");
+        }
+    }
+
+    #[test]
+    fn a_claim_rule_counts_by_the_header_the_claim_is_forwarded_in() {
+        let toml = r#"
+[[routes]]
+name = "r"
+upstream = "u"
+rate_limits = [{ name = "per-tenant", by = "claim:tenant", limit = 5, window = "1s" }]
+"#;
+        assert_eq!(
+            route_issues(toml, &[("tenant", Some("x-tenant"))]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            Subject::parse("claim:tenant", |_| ClaimHeader::Mapped(
+                HeaderName::from_static("x-tenant")
+            )),
+            Ok(Subject::Claim(HeaderName::from_static("x-tenant")))
         );
     }
 }

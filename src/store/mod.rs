@@ -7,6 +7,7 @@
 
 mod memory;
 mod redis_store;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +15,10 @@ use std::time::{Duration, Instant};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio::sync::broadcast;
 
-use crate::config::{read_secret, StoreConfig};
+use crate::config::{Issue, Issues, StoreConfig};
 pub use memory::MemoryStore;
 pub use redis_store::{mark_proxy_thread, RedisStore};
+pub use settings::StoreSettings;
 
 /// Why a store operation failed. Never carries a secret or a value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -49,9 +51,9 @@ pub enum StoreSetupError {
     /// The URL or credentials are unusable.
     #[error("store: {0}")]
     Config(String),
-    /// The password could not be read.
-    #[error("store password: {0}")]
-    Secret(#[from] crate::config::SecretError),
+    /// `[store]` did not compile (only [`Store::from_config`] reports this).
+    #[error("{}", .0.iter().map(Issue::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Issue>),
 }
 
 /// A message that makes every node drop something from its local caches.
@@ -160,18 +162,34 @@ macro_rules! dispatch {
 // === impl Store ===
 
 impl Store {
-    /// Builds the store from `[store]`; `None` gives the in-process store.
+    /// Compiles `[store]` and builds the store from it; `None` gives the in-process store.
+    /// For tools and tests that hold a section rather than a loaded config.
     pub fn from_config(
         config: Option<&StoreConfig>,
         registry: &Registry,
     ) -> Result<Arc<Store>, StoreSetupError> {
-        let metrics = StoreMetrics::new(registry);
-        let store = match config {
-            None => Store::Memory(MemoryStore::new("portcullis:", metrics)),
+        let settings = match config {
+            None => None,
             Some(c) => {
-                let password = read_secret(c.password_env.as_deref(), c.password_file.as_deref())?;
-                Store::Redis(Box::new(RedisStore::connect(c, password, metrics)?))
+                let mut issues = Issues::default();
+                match StoreSettings::compile(c, &mut issues) {
+                    Some(s) => Some(s),
+                    None => return Err(StoreSetupError::Invalid(issues.into_vec())),
+                }
             }
+        };
+        Store::from_settings(settings.as_ref(), registry)
+    }
+
+    /// Builds the store from compiled `[store]` settings; `None` gives the in-process store.
+    pub fn from_settings(
+        settings: Option<&StoreSettings>,
+        registry: &Registry,
+    ) -> Result<Arc<Store>, StoreSetupError> {
+        let metrics = StoreMetrics::new(registry);
+        let store = match settings {
+            None => Store::Memory(MemoryStore::new("portcullis:", metrics)),
+            Some(s) => Store::Redis(Box::new(RedisStore::connect(s, metrics)?)),
         };
         Ok(Arc::new(store))
     }

@@ -19,8 +19,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, IntoConnectionInfo};
 use tokio::sync::{broadcast, oneshot};
 
+use super::settings::{StoreSettings, StoreTls};
 use super::{EntryRevocation, Invalidation, StoreError, StoreMetrics, StoreSetupError};
-use crate::config::StoreConfig;
 
 const SET_ADD: &str = include_str!("scripts/set_add.lua");
 const REVOKE_ENTRY: &str = include_str!("scripts/revoke_entry.lua");
@@ -130,8 +130,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// Sets up the connection (lazily: a Redis that is down at start does not stop the gateway).
     pub(super) fn connect(
-        config: &StoreConfig,
-        password: Option<String>,
+        config: &StoreSettings,
         metrics: StoreMetrics,
     ) -> Result<RedisStore, StoreSetupError> {
         let info = config
@@ -148,19 +147,13 @@ impl RedisStore {
         if let Some(user) = &config.username {
             settings = settings.set_username(user);
         }
-        if let Some(pw) = &password {
+        if let Some(pw) = &config.password {
             settings = settings.set_password(pw);
         }
         let info = with_keepalive(info.set_redis_settings(settings));
-        let client = build_client(info, config)?;
-        let op_timeout = config
-            .operation_timeout
-            .ok()
-            .map_or(Duration::from_millis(20), |d| d.0);
-        let connect_timeout = config
-            .connect_timeout
-            .ok()
-            .map_or(Duration::from_secs(1), |d| d.0);
+        let client = build_client(info, config.tls.as_ref())?;
+        let op_timeout = config.operation_timeout;
+        let connect_timeout = config.connect_timeout;
 
         let (handle, stop) = spawn_runtime()?;
         let _enter = handle.enter();
@@ -403,77 +396,41 @@ impl RedisStore {
     }
 }
 
-/// The Redis client for `[store]`: plain, or TLS with the configured CA and client certificate.
-/// The TLS files are read here, once; an error names the field and the OS error, never the
-/// content.
+/// The Redis client for `[store]`: plain, or TLS with the configured CA and client certificate
+/// (their files read and checked by `StoreSettings::compile`).
 fn build_client(
     info: redis::ConnectionInfo,
-    config: &StoreConfig,
+    tls: Option<&StoreTls>,
 ) -> Result<redis::Client, StoreSetupError> {
-    let read = |field: &str, file: &Option<String>| {
-        file.as_deref()
-            .map(|f| {
-                std::fs::read(f).map_err(|e| {
-                    StoreSetupError::Config(format!("{field}: cannot read {f:?}: {e}"))
-                })
-            })
-            .transpose()
-    };
-    let root_cert = read("tls_ca_file", &config.tls_ca_file)?;
-    let client_cert = read("tls_cert_file", &config.tls_cert_file)?;
-    let client_key = read("tls_key_file", &config.tls_key_file)?;
     // One client for everything: the shared connection, the per-thread ones and the
     // invalidation subscriber are all made from clones of it, so all of them use these
     // TLS settings.
-    if root_cert.is_none() && client_cert.is_none() && client_key.is_none() {
-        redis::Client::open(info).map_err(|e| StoreSetupError::Config(e.to_string()))
-    } else {
-        if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
-            return Err(StoreSetupError::Config(
-                "tls_ca_file, tls_cert_file and tls_key_file apply only with a rediss:// url"
-                    .into(),
-            ));
-        }
-        let client_tls = match (client_cert, client_key) {
-            (None, None) => None,
-            (Some(client_cert), Some(key)) => {
-                // native-tls takes a key only when the PEM starts with the PKCS#8 header,
-                // so anything before it (comments, blank lines) is skipped.
-                let start = key
-                    .windows(crate::config::PKCS8_KEY_BEGIN.len())
-                    .position(|w| w == crate::config::PKCS8_KEY_BEGIN.as_bytes())
-                    .ok_or_else(|| {
-                        StoreSetupError::Config(
-                            "tls_key_file: not an unencrypted PKCS#8 PEM key".into(),
-                        )
-                    })?;
-                Some(redis::ClientTlsConfig {
-                    client_cert,
-                    client_key: key[start..].to_vec(),
-                })
-            }
-            _ => {
-                return Err(StoreSetupError::Config(
-                    "tls_cert_file and tls_key_file go together".into(),
-                ))
-            }
+    let Some(tls) = tls else {
+        return redis::Client::open(info).map_err(|e| StoreSetupError::Config(e.to_string()));
+    };
+    let root_cert = tls.root_cert.clone();
+    let client_tls = tls
+        .client
+        .as_ref()
+        .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+            client_cert: client_cert.clone(),
+            client_key: client_key.clone(),
+        });
+    // Built part by part first, so that an unusable file is reported by its field.
+    if let Some(ca) = &root_cert {
+        let only_ca = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
         };
-        // Built part by part first, so that an unusable file is reported by its field.
-        if let Some(ca) = &root_cert {
-            let only_ca = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.clone()),
-            };
-            redis::Client::build_with_tls(info.clone(), only_ca)
-                .map_err(|e| StoreSetupError::Config(format!("tls_ca_file: {e}")))?;
-        }
-        let certificates = redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        };
-        redis::Client::build_with_tls(info, certificates)
-            .map_err(|e| StoreSetupError::Config(format!("tls_cert_file / tls_key_file: {e}")))
+        redis::Client::build_with_tls(info.clone(), only_ca)
+            .map_err(|e| StoreSetupError::Config(format!("tls_ca_file: {e}")))?;
     }
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    redis::Client::build_with_tls(info, certificates)
+        .map_err(|e| StoreSetupError::Config(format!("tls_cert_file / tls_key_file: {e}")))
 }
 
 /// `info` with TCP keepalive (and, on Linux, a user timeout) on its sockets, so that the kernel
