@@ -54,7 +54,7 @@ pub enum KeysError {
     },
     /// The store (or another process-wide service) could not be set up.
     #[error(transparent)]
-    Services(#[from] crate::server::StartError),
+    Services(#[from] crate::store::StoreSetupError),
     /// The `[auth.api_key]` settings could not be used.
     #[error(transparent)]
     Snapshot(#[from] crate::proxy::snapshot::SnapshotError),
@@ -109,7 +109,7 @@ pub fn run(path: &Path, command: KeysCommand) -> Result<String, KeysError> {
             file: path.to_path_buf(),
         });
     }
-    let services = crate::server::services(&process)?;
+    let services = crate::setup::services(&process)?;
     let keys = snapshot
         .auth
         .keys()

@@ -41,6 +41,7 @@ pub mod observe;
 pub mod principal;
 pub mod proxy;
 pub mod ratelimit;
+pub(crate) mod reload;
 pub mod server;
 pub mod setup;
 pub mod store;

@@ -4,8 +4,6 @@
 //! need `Authorization: Bearer <token>`, compared in constant time. Without a configured token
 //! mutating endpoints always answer 401, and SIGHUP remains the way to reload.
 
-mod settings;
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,8 +13,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::auth::{KeyError, NewKey};
 use crate::observe::Metrics;
-use crate::proxy::reload::SnapshotHandle;
-pub(crate) use settings::AdminSettings;
+use crate::reload::SnapshotHandle;
 
 /// The admin HTTP application.
 pub(crate) struct AdminApp {

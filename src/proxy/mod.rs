@@ -10,7 +10,6 @@ pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod host;
 pub mod pool;
-pub(crate) mod reload;
 pub mod router;
 pub mod snapshot;
 
@@ -33,13 +32,12 @@ use crate::observe::{
 use crate::principal::Principal;
 use crate::ratelimit::Quota;
 use error::{GatewayError, NO_HEALTHY_UPSTREAM};
-use reload::SnapshotHandle;
 use router::RouteMatch;
-use snapshot::{Route, Snapshot};
+use snapshot::{Live, Route, Snapshot};
 
 /// The gateway's proxy logic.
 pub(crate) struct Gateway {
-    snapshots: Arc<SnapshotHandle>,
+    live: Arc<Live>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
 }
@@ -86,14 +84,14 @@ struct Routed {
 }
 
 impl Gateway {
-    /// Creates the proxy over a snapshot handle (swapped on reload), metrics and the access log.
+    /// Creates the proxy over the live snapshot (swapped on reload), metrics and the access log.
     pub(crate) fn new(
-        snapshots: Arc<SnapshotHandle>,
+        live: Arc<Live>,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
     ) -> Gateway {
         Gateway {
-            snapshots,
+            live,
             metrics,
             access_log,
         }
@@ -229,7 +227,7 @@ impl ProxyHttp for Gateway {
             request_id: RequestId::default(),
             request_id_header: None,
             // Pingora makes a context per request, once its header is read.
-            snapshot: self.snapshots.current(),
+            snapshot: self.live.current(),
             route: None,
             reject: None,
             tried: Vec::new(),
@@ -273,7 +271,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let admitted = match ctx.reject.take() {
             Some(err) => Err(err),
-            None => admit::admit(session, ctx, &self.snapshots.services().limiter).await,
+            None => admit::admit(session, ctx, &self.live.services().limiter).await,
         };
         match admitted {
             Ok(()) => Ok(false),

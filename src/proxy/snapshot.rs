@@ -3,7 +3,7 @@
 //! A request loads the current `Snapshot` once (one `ArcSwap` load) and uses it to the end, so
 //! a reload never changes the rules under a request in flight. Pools whose upstream config did
 //! not change are carried into the new snapshot with their health state and connections. The
-//! handle that swaps snapshots on reload is in `reload`.
+//! handle that compiles a new snapshot on reload and swaps it into [`Live`] is `crate::reload`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -137,6 +138,38 @@ impl Route {
             resp.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
+    }
+}
+
+/// The snapshot in force and the services it runs on: all the proxy reads per request. The
+/// reload handle (`crate::reload`) compiles a new snapshot and [`Live::replace`]s this one.
+pub(crate) struct Live {
+    current: ArcSwap<Snapshot>,
+    services: Services,
+}
+
+impl Live {
+    /// `snapshot` in force over `services`.
+    pub(crate) fn new(snapshot: Snapshot, services: Services) -> Live {
+        Live {
+            current: ArcSwap::from_pointee(snapshot),
+            services,
+        }
+    }
+
+    /// The snapshot in force now (one `ArcSwap` load).
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The process-wide services.
+    pub(crate) fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Puts `snapshot` in force; requests in flight keep the one they loaded.
+    pub(crate) fn replace(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
     }
 }
 
@@ -399,7 +432,7 @@ impl Features {
 /// Stores the config-declared keys of `new` and purges those of `old` it no longer has
 /// (removed, or their value rotated): the old key stops working when the reload returns, not
 /// when its record expires. Called only once `new` compiled, so a failed reload stores nothing.
-pub(super) fn install_static_keys(
+pub(crate) fn install_static_keys(
     new: &Snapshot,
     old: Option<&Snapshot>,
     shared: &AuthShared,
@@ -622,7 +655,7 @@ peers = [{ addr = "127.0.0.1:3000" }]
         let mut issues = Issues::default();
         let process = crate::setup::ProcessSettings::compile(&config, &mut issues)
             .expect("test process settings compile");
-        let services = crate::server::services(&process).expect("in-process services");
+        let services = crate::setup::services(&process).expect("in-process services");
         Snapshot::compile(config, None, &services)
     }
 

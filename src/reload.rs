@@ -8,18 +8,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-
-use super::pool::Pool;
-use super::snapshot::{install_static_keys, Services, Snapshot, SnapshotError};
 use crate::config::Config;
 use crate::observe::Metrics;
+use crate::proxy::pool::Pool;
+use crate::proxy::snapshot::{install_static_keys, Live, Services, Snapshot, SnapshotError};
 
 /// The current snapshot plus what is needed to replace it.
 pub(crate) struct SnapshotHandle {
-    current: ArcSwap<Snapshot>,
+    live: Arc<Live>,
     path: PathBuf,
-    services: Services,
     metrics: Arc<Metrics>,
     /// Serializes reloads so two at once cannot interleave.
     reload_lock: std::sync::Mutex<()>,
@@ -44,17 +41,21 @@ impl SnapshotHandle {
         let snapshot = Snapshot::compile(config, None, &services).map_err(|e| e.in_file(path))?;
         install_static_keys(&snapshot, None, &services.auth)?;
         Ok(SnapshotHandle {
-            current: ArcSwap::from_pointee(snapshot),
-            path: path.to_path_buf(),
             metrics: services.metrics.clone(),
-            services,
+            live: Arc::new(Live::new(snapshot, services)),
+            path: path.to_path_buf(),
             reload_lock: std::sync::Mutex::new(()),
         })
     }
 
     /// The snapshot in force now.
     pub(crate) fn current(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+        self.live.current()
+    }
+
+    /// What the proxy reads per request: the snapshot in force and the services.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.clone()
     }
 
     /// The config file this handle reloads from.
@@ -64,7 +65,7 @@ impl SnapshotHandle {
 
     /// The process-wide services.
     pub(crate) fn services(&self) -> &Services {
-        &self.services
+        self.live.services()
     }
 
     /// Re-reads the file and swaps in the new snapshot; on any error the old one stays.
@@ -97,18 +98,18 @@ impl SnapshotHandle {
 
     fn try_reload(&self) -> Result<Reloaded, SnapshotError> {
         let mut config = crate::setup::load(&self.path)?.config;
-        let old = self.current.load_full();
+        let old = self.live.current();
         let needs_restart = restart_only_changes(&old.config, &config);
         keep_restart_only(&old.config, &mut config);
-        let snapshot = Snapshot::compile(config, Some(&old), &self.services)
+        let snapshot = Snapshot::compile(config, Some(&old), self.live.services())
             .map_err(|e| e.in_file(&self.path))?;
-        install_static_keys(&snapshot, Some(&old), &self.services.auth)?;
+        install_static_keys(&snapshot, Some(&old), &self.live.services().auth)?;
         if snapshot.config.auth != old.config.auth {
             // Keys may hash differently now; nothing cached under the old settings holds.
-            self.services.auth.clear_decisions();
+            self.live.services().auth.clear_decisions();
         }
         let summary = snapshot.summary();
-        self.current.store(Arc::new(snapshot));
+        self.live.replace(snapshot);
         Ok(Reloaded {
             summary,
             needs_restart,
@@ -117,7 +118,7 @@ impl SnapshotHandle {
 
     /// Every pool of the current snapshot (for health checks and metrics).
     pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
-        self.current.load().pools.values().cloned().collect()
+        self.live.current().pools.values().cloned().collect()
     }
 
     /// Sets the peer-health gauge from the current pools; called before metrics are rendered.

@@ -11,16 +11,25 @@
 //! (run, reload, `keys`); `portcullis check` prints what the owners report. There is no
 //! separate validator to keep in step: `config` only parses.
 
-use std::path::Path;
+mod admin;
+mod server;
 
-use crate::admin::AdminSettings;
+use std::path::Path;
+use std::sync::Arc;
+
 use crate::auth::settings::CacheSettings;
+use crate::auth::{AuthMetrics, AuthShared, CacheMetrics, DecisionCache};
 use crate::config::{self, Config, Issue, Issues};
 use crate::observe::AccessLogTarget;
+use crate::observe::Metrics;
+use crate::proxy::snapshot::Services;
 use crate::proxy::snapshot::{summary, Snapshot, SnapshotError};
 use crate::ratelimit::LimiterSettings;
-use crate::server::ServerSettings;
+use crate::ratelimit::{Limiter, RateMetrics};
 use crate::store::StoreSettings;
+use crate::store::{Store, StoreSetupError};
+pub(crate) use admin::AdminSettings;
+pub(crate) use server::ServerSettings;
 
 /// What a running process cannot change, compiled from the config.
 #[derive(Debug)]
@@ -101,15 +110,15 @@ fn compile(config: Config) -> Result<Loaded, Vec<Issue>> {
 
 /// The problems the snapshot's compiler finds in `config`, over offline services.
 fn snapshot_issues(config: Config) -> Vec<Issue> {
-    Snapshot::issues(config, &crate::server::offline_services())
+    Snapshot::issues(config, &offline_services())
 }
 
 /// Reads `file` and compiles all of it as a start would, the snapshot over offline services
 /// (nothing connected, spawned or installed).
 pub(crate) fn load_checked(file: &Path) -> Result<(ProcessSettings, Snapshot), SnapshotError> {
     let loaded = load(file)?;
-    let snapshot = Snapshot::compile(loaded.config, None, &crate::server::offline_services())
-        .map_err(|e| e.in_file(file))?;
+    let snapshot =
+        Snapshot::compile(loaded.config, None, &offline_services()).map_err(|e| e.in_file(file))?;
     Ok((loaded.process, snapshot))
 }
 
@@ -123,7 +132,46 @@ pub fn check(file: &Path) -> Result<String, SnapshotError> {
 /// [`check`] of a config already parsed (benches and tools that build one in memory).
 pub fn check_config(config: Config) -> Result<(), SnapshotError> {
     let loaded = compile(config).map_err(SnapshotError::Invalid)?;
-    Snapshot::compile(loaded.config, None, &crate::server::offline_services()).map(|_| ())
+    Snapshot::compile(loaded.config, None, &offline_services()).map(|_| ())
+}
+
+/// Creates the process-wide services of compiled process settings: metrics, the store, the
+/// auth cache and the limiter.
+pub(crate) fn services(process: &ProcessSettings) -> Result<Services, StoreSetupError> {
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::from_settings(process.store.as_ref(), metrics.registry())?;
+    let c = &process.auth_cache;
+    let cache = DecisionCache::new(
+        c.capacity,
+        c.ttl,
+        c.negative_capacity,
+        c.negative_ttl,
+        CacheMetrics::new(metrics.registry()),
+    );
+    let limiter = Arc::new(Limiter::new(
+        store.clone(),
+        &process.limiter,
+        RateMetrics::new(metrics.registry()),
+    ));
+    let auth = Arc::new(AuthShared::new(
+        store,
+        cache,
+        AuthMetrics::new(metrics.registry()),
+    ));
+    Ok(Services {
+        metrics,
+        auth,
+        limiter,
+    })
+}
+
+/// Services for compiling a snapshot that will never serve (`check`, and gathering every
+/// problem of a file that failed to load): an in-process store, a fresh registry, the model's
+/// default cache sizes; nothing is connected or spawned.
+pub(crate) fn offline_services() -> Services {
+    let built = services(&ProcessSettings::offline());
+    // Only the store's setup can fail, and the in-process store has none.
+    built.unwrap_or_else(|e| unreachable!("in-process services: {e}"))
 }
 
 #[cfg(test)]
