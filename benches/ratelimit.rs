@@ -6,10 +6,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::config::{self, RateLimitFailure};
-use portcullis::ratelimit::algorithm::{Algorithm, RuleCheck};
-use portcullis::ratelimit::{
-    script, Limiter, Quota, RateMetrics, RequestFacts, RoutePolicy, Verdict,
-};
+use portcullis::ratelimit::{Limiter, Quota, RateMetrics, RequestFacts, RoutePolicy, Verdict};
+use portcullis::store::limits::{script, Algorithm, RuleCheck};
 use portcullis::store::Store;
 
 fn policy_config() -> config::Config {

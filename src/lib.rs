@@ -13,12 +13,15 @@
 //!   error type that knows its HTTP status.
 //! - [`auth`]: API keys and JWTs behind a two-tier decision cache, revocation, and the checks of
 //!   `[auth]` that need auth's own code.
-//! - [`ratelimit`]: exact distributed rate limits (one atomic Lua call per request), bounded
-//!   in-process counters, the failed-authentication limiter, headers.
+//! - [`ratelimit`]: rules compiled into counter keys and checks, one store decision per
+//!   request, verdicts and headers, failure modes with the breaker and the local fallback,
+//!   the failed-authentication limiter.
 //! - [`principal`] and [`observe`]: leaves the features share: who a request is from; metrics
 //!   with bounded labels, the redacting access log, the process log, request ids.
-//! - [`store`]: shared state: in-process or Redis, keys with TTLs and a prefix, atomic
-//!   revocation scripts, invalidations.
+//! - [`store`]: the shared-state seam: one handle over the in-process and Redis backends, which
+//!   implement the same operations (key/value with TTL, sets, invalidations, atomic
+//!   revocations, rate-limit decisions with their vocabulary in [`store::limits`]); it owns
+//!   every Redis type and script, and one contract suite tests both backends.
 //! - [`config`]: the TOML model, validation that reports every problem with its path, secrets
 //!   from environment variables or files. Imports nothing of ours.
 

@@ -158,7 +158,12 @@ pub fn build(config_path: &Path) -> Result<Built, StartError> {
 /// Creates the process-wide services a config needs: metrics, the store and the auth cache.
 pub fn services(config: &crate::config::Config) -> Result<Services, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let store = Store::from_config(config.store.as_ref(), metrics.registry())?;
+    let rate_metrics = RateMetrics::new(metrics.registry());
+    let store = Store::from_config_with_counters(
+        config.store.as_ref(),
+        metrics.registry(),
+        Limiter::store_counters(&config.rate_limit, &rate_metrics),
+    )?;
     let c = &config.auth.cache;
     let cache = DecisionCache::new(
         c.capacity as u64,
@@ -170,7 +175,7 @@ pub fn services(config: &crate::config::Config) -> Result<Services, StartError> 
     let limiter = Arc::new(Limiter::new(
         store.clone(),
         &config.rate_limit,
-        RateMetrics::new(metrics.registry()),
+        rate_metrics,
     ));
     let auth = Arc::new(AuthShared::new(
         store,
