@@ -60,3 +60,41 @@ fn the_principal_leaf_names_no_other_module_of_ours() {
         found.join("\n")
     );
 }
+
+#[test]
+fn the_store_names_no_feature_and_no_proxy() {
+    let found = offending(
+        &sources("store"),
+        &[
+            "crate::auth",
+            "crate::ratelimit",
+            "crate::cache",
+            "crate::proxy",
+            "crate::runtime",
+            "crate::admin",
+            "crate::server",
+        ],
+    );
+    assert!(
+        found.is_empty(),
+        "the store is below the features and the proxy and names none of them:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn only_the_store_names_redis() {
+    let store = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join("store");
+    let outside: Vec<_> = sources("")
+        .into_iter()
+        .filter(|(path, _)| !path.starts_with(&store))
+        .collect();
+    let found = offending(&outside, &["redis::"]);
+    assert!(
+        found.is_empty(),
+        "every Redis type and script lives behind the store seam (src/store):\n{}",
+        found.join("\n")
+    );
+}

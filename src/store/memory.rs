@@ -53,6 +53,24 @@ impl MemoryStore {
         f(&mut map)
     }
 
+    /// Removes `member` from the set under `key`, if it is one. Redis deletes a set with its
+    /// last member; so does this store, so `exists` answers alike on both.
+    fn remove_member(map: &mut HashMap<String, Entry>, key: &str, member: &str) {
+        let now_empty = match Self::live(map, key) {
+            Some(Entry {
+                value: Value::Set(s),
+                ..
+            }) => {
+                s.remove(member);
+                s.is_empty()
+            }
+            _ => false,
+        };
+        if now_empty {
+            map.remove(key);
+        }
+    }
+
     fn live<'a>(map: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
         let now = Instant::now();
         if map.get(key).is_some_and(|e| e.expires <= now) {
@@ -109,10 +127,10 @@ impl Sets for MemoryStore {
                     expires,
                 }),
             };
-            entry.expires = entry.expires.max(expires);
             match &mut entry.value {
                 Value::Set(s) => {
                     s.insert(member.to_string());
+                    entry.expires = entry.expires.max(expires);
                     Ok(())
                 }
                 Value::Bytes(_) => Err(StoreError::Protocol("wrong type".into())),
@@ -122,13 +140,7 @@ impl Sets for MemoryStore {
 
     async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
         self.with(|m| {
-            if let Some(Entry {
-                value: Value::Set(s),
-                ..
-            }) = Self::live(m, key)
-            {
-                s.remove(member);
-            }
+            Self::remove_member(m, key, member);
             Ok(())
         })
     }
@@ -173,20 +185,7 @@ impl Revocations for MemoryStore {
             m.remove(r.pointer);
             m.remove(r.entry);
             if let Some((set, member)) = r.index {
-                let now_empty = match Self::live(m, set) {
-                    Some(Entry {
-                        value: Value::Set(s),
-                        ..
-                    }) => {
-                        s.remove(member);
-                        s.is_empty()
-                    }
-                    _ => false,
-                };
-                // Redis deletes a set with its last member; so does this store.
-                if now_empty {
-                    m.remove(set);
-                }
+                Self::remove_member(m, set, member);
             }
             let _ = self
                 .invalidations
