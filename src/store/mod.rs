@@ -25,9 +25,9 @@ use tokio::sync::broadcast;
 use crate::config::{read_secret, StoreConfig};
 use backend::{Backend, Invalidations, KeyValue, LimitDecisions, Revocations, Sets};
 use limits::{Decision, LocalCounters, RuleCheck};
-pub(crate) use memory::MemoryStore;
+use memory::MemoryStore;
 pub use redis_store::mark_proxy_thread;
-pub(crate) use redis_store::RedisStore;
+use redis_store::RedisStore;
 
 /// Why a store operation failed. Never carries a secret or a value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -112,8 +112,7 @@ enum Backends {
 }
 
 /// Operation latency and error metrics of the store.
-#[derive(Clone)]
-pub struct StoreMetrics {
+struct StoreMetrics {
     duration: HistogramVec,
     errors: IntCounterVec,
 }
@@ -123,7 +122,7 @@ impl StoreMetrics {
     ///
     /// # Panics
     /// If a metric of the same name is already registered (a wiring bug).
-    pub fn new(registry: &Registry) -> StoreMetrics {
+    fn new(registry: &Registry) -> StoreMetrics {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "portcullis_store_operation_duration_seconds",
