@@ -5,7 +5,8 @@
 //! set of these impls and one more variant of the store's dispatch, its callers untouched.
 //!
 //! Every operation is bounded by the backend's deadline. Metrics are the store's concern, not
-//! the backends': each operation is observed once, by its name, whichever backend runs it.
+//! the backends': each operation is observed once, by its name (see `Store::decide_limits`
+//! for the one exception).
 //!
 //! Static dispatch only (the store matches on its backend), so native `async fn` is enough: a
 //! caller that knows the backend's type also knows whether the future is `Send`.
