@@ -6,11 +6,11 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis::config;
-use portcullis::ratelimit::algorithm::{Algorithm, RuleCheck};
 use portcullis::ratelimit::{
-    script, ClaimHeader, Limiter, LimiterSettings, PolicySettings, Quota, RateMetrics,
-    RequestFacts, RoutePolicy, Verdict,
+    ClaimHeader, Limiter, LimiterSettings, PolicySettings, Quota, RateMetrics, RequestFacts,
+    RoutePolicy, Verdict,
 };
+use portcullis::store::limits::{script, Algorithm, RuleCheck};
 use portcullis::store::Store;
 
 fn policy_config() -> config::Config {

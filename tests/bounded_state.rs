@@ -135,10 +135,10 @@ fn a_hammered_count_denied_sliding_log_never_holds_more_than_limit_members() {
 /// One call of `limit.lua` on `con`, as the gateway makes it.
 fn script_call(
     con: &mut redis::Connection,
-    checks: &[portcullis::ratelimit::algorithm::RuleCheck],
+    checks: &[portcullis::store::limits::RuleCheck],
     nonce: &str,
-) -> portcullis::ratelimit::algorithm::Decision {
-    use portcullis::ratelimit::script::{parse_reply, script_args, SCRIPT};
+) -> portcullis::store::limits::Decision {
+    use portcullis::store::limits::script::{parse_reply, script_args, SCRIPT};
     let (keys, argv) = script_args(checks, nonce);
     let script = redis::Script::new(SCRIPT);
     let mut call = script.prepare_invoke();
@@ -154,7 +154,7 @@ fn script_call(
 
 #[test]
 fn a_hammered_shadow_sliding_log_keeps_at_most_10000_members_in_redis() {
-    use portcullis::ratelimit::algorithm::{Algorithm, RuleCheck};
+    use portcullis::store::limits::{Algorithm, RuleCheck};
     let redis = Redis::start();
     let mut con = redis::Client::open(redis.url())
         .expect("redis url")

@@ -6,9 +6,8 @@ mod support;
 use std::thread;
 use std::time::Duration;
 
-use portcullis::ratelimit::algorithm::{Algorithm, Decision, RuleCheck};
-use portcullis::ratelimit::local::LocalLimiter;
-use portcullis::ratelimit::script::{parse_reply, script_args, SCRIPT};
+use portcullis::store::limits::script::{parse_reply, script_args, SCRIPT};
+use portcullis::store::limits::{Algorithm, Decision, LocalCounters as LocalLimiter, RuleCheck};
 use support::redis::Reply;
 use support::Redis;
 

@@ -61,12 +61,23 @@ impl Breaker {
     }
 
     /// Reports a successful call: closes the breaker.
+    ///
+    /// Every decision of every request ends here, on every proxy thread, and nearly always
+    /// with nothing to clear: each field is read first and written only when set, so a
+    /// healthy store costs loads of cache lines the threads share, not writes that bounce them
+    /// between cores.
     pub fn success(&self) {
-        self.failures.store(0, Ordering::Release);
-        if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
+        if self.failures.load(Ordering::Acquire) != 0 {
+            self.failures.store(0, Ordering::Release);
+        }
+        if self.open_until_ms.load(Ordering::Acquire) != 0
+            && self.open_until_ms.swap(0, Ordering::AcqRel) != 0
+        {
             log::info!("rate limit: store answers again, circuit breaker closed");
         }
-        self.probing.store(false, Ordering::Release);
+        if self.probing.load(Ordering::Acquire) {
+            self.probing.store(false, Ordering::Release);
+        }
     }
 
     /// Reports a failed call: opens the breaker at the threshold (or re-opens after a probe).

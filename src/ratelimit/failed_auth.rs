@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::IntCounter;
 
-use super::algorithm::{Algorithm, RuleCheck};
-use super::local::LocalLimiter;
 use super::ClientNetwork;
+use crate::store::limits::{Algorithm, LocalCounters, RuleCheck};
 
 /// `[rate_limit.failed_auth]`, compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +41,7 @@ impl FailedAuthPolicy {
 
 /// The per-network counters of rejected credentials on this node.
 pub struct FailedAuthGuard {
-    counters: LocalLimiter,
+    counters: LocalCounters,
     /// Requests refused because their network was over the limit.
     blocked: IntCounter,
     /// Unix ms before which some network may be over its limit (0: none has been). Raised
@@ -57,7 +56,7 @@ impl FailedAuthGuard {
     /// A guard holding at most `capacity` networks.
     pub fn new(capacity: usize, evictions: IntCounter, blocked: IntCounter) -> FailedAuthGuard {
         FailedAuthGuard {
-            counters: LocalLimiter::bounded(capacity, evictions),
+            counters: LocalCounters::bounded(capacity, evictions),
             blocked,
             blocked_until_ms: AtomicU64::new(0),
         }

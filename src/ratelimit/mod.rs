@@ -1,23 +1,20 @@
-//! Rate limiting: every rule of a route decided in one atomic store call, exact across any
-//! number of gateway nodes (see [`algorithm`] for the semantics and [`script`] for the Redis
-//! side). Policies are compiled once per config load; the hot path builds the counter keys,
-//! makes one call and renders the headers.
+//! Rate limiting: every rule of a route decided in one atomic store operation
+//! ([`Store::decide_limits`]), exact across any number of gateway nodes (see
+//! [`crate::store::limits`] for the semantics; how a backend decides is the store's business).
+//! Policies are compiled once per config load; the hot path builds the counter keys, makes
+//! one call and renders the headers.
 //!
 //! When the store fails, a route follows its `rate_limit_on_store_error`: admit, refuse, or
 //! enforce the limit in process divided by the node count; a [`breaker::Breaker`] stops calling
 //! a failing store for a short backoff so requests do not each wait out the deadline.
 
-pub mod algorithm;
 pub mod breaker;
 pub mod failed_auth;
-pub mod local;
-pub mod script;
 pub mod settings;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -27,11 +24,10 @@ use sha2::{Digest, Sha256};
 use crate::config::strength::MAX_EXACT_SCRIPT_INT;
 use crate::config::{Issues, RateAlgorithm, RateLimitFailure, RateLimitRule, RouteConfig};
 use crate::principal::Principal;
+use crate::store::limits::{self, Algorithm, Decision, LocalCounters, RuleCheck};
 use crate::store::{Store, StoreError};
-use algorithm::{Algorithm, Decision, RuleCheck};
 use breaker::{Breaker, Permit};
 use failed_auth::{FailedAuthGuard, FailedAuthPolicy};
-use local::LocalLimiter;
 pub use settings::{LimiterSettings, PolicySettings};
 
 /// What a rule counts by.
@@ -313,6 +309,12 @@ impl RateMetrics {
             local_evictions,
             failed_auth_blocked,
         }
+    }
+
+    /// The eviction counter of one in-process counter set (`limits`, `fallback`,
+    /// `failed_auth`).
+    fn local_evictions(&self, set: &str) -> IntCounter {
+        self.local_evictions.with_label_values(&[set])
     }
 }
 
@@ -624,16 +626,11 @@ fn push_safe(key: &mut String, value: &[u8]) {
 /// The process-wide limiter: store access, local counters, breaker.
 pub struct Limiter {
     store: Arc<Store>,
-    /// Counters of the in-process store.
-    local: LocalLimiter,
     /// Counters for `on_store_error = "local"`.
-    fallback: LocalLimiter,
+    fallback: LocalCounters,
     /// Rejected credentials per client network.
     failed_auth: FailedAuthGuard,
     breaker: Breaker,
-    script: redis::Script,
-    nonce_prefix: u64,
-    nonce_seq: AtomicU64,
     metrics: RateMetrics,
 }
 
@@ -641,22 +638,27 @@ impl Limiter {
     /// A limiter on `store` with the breaker and local-counter settings of `[rate_limit]`.
     pub fn new(store: Arc<Store>, settings: &LimiterSettings, metrics: RateMetrics) -> Limiter {
         let capacity = settings.local_max_counters;
-        let evictions = |set: &str| metrics.local_evictions.with_label_values(&[set]);
         Limiter {
             store,
-            local: LocalLimiter::bounded(capacity, evictions("limits")),
-            fallback: LocalLimiter::bounded(capacity, evictions("fallback")),
+            fallback: LocalCounters::bounded(capacity, metrics.local_evictions("fallback")),
             failed_auth: FailedAuthGuard::new(
                 capacity,
-                evictions("failed_auth"),
+                metrics.local_evictions("failed_auth"),
                 metrics.failed_auth_blocked.clone(),
             ),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_open_for),
-            script: redis::Script::new(script::SCRIPT),
-            nonce_prefix: fastrand::u64(..),
-            nonce_seq: AtomicU64::new(0),
             metrics,
         }
+    }
+
+    /// The counters an in-process store decides rate limits on (hand them to
+    /// [`Store::from_settings`]): bounded by `local_max_counters` like every in-process counter
+    /// set, their evictions counted as `counters="limits"`.
+    pub fn store_counters(settings: &LimiterSettings, metrics: &RateMetrics) -> LocalCounters {
+        LocalCounters::bounded(
+            settings.local_max_counters,
+            metrics.local_evictions("limits"),
+        )
     }
 
     /// The metrics (for compiling policies).
@@ -678,7 +680,7 @@ impl Limiter {
             limit,
             &policy.client_network,
             client_ip,
-            local::unix_ms(),
+            limits::unix_ms(),
         )
     }
 
@@ -694,7 +696,7 @@ impl Limiter {
                 limit,
                 &policy.client_network,
                 client_ip,
-                local::unix_ms(),
+                limits::unix_ms(),
             );
         }
     }
@@ -705,11 +707,7 @@ impl Limiter {
             return Verdict::Admitted(None);
         }
         let checks = policy.checks(facts, 1);
-        let decided = match &*self.store {
-            Store::Memory(_) => Ok(self.local.decide_now(&checks)),
-            Store::Redis(_) => self.decide_in_store(&checks).await,
-        };
-        match decided {
+        match self.decide_in_store(&checks).await {
             Ok(decision) => verdict(policy, &checks, &decision),
             Err(e) => self.on_store_error(policy, facts, &e),
         }
@@ -741,28 +739,18 @@ impl Limiter {
         if permit == Permit::Skip {
             return Err(StoreError::Unavailable("circuit breaker open".into()));
         }
-        let nonce = format!(
-            "{:x}.{:x}",
-            self.nonce_prefix,
-            self.nonce_seq.fetch_add(1, Ordering::Relaxed)
-        );
-        let (keys, args) = script::script_args(checks, &nonce);
-        let result = self
-            .store
-            .eval_ints(&self.script, &keys, &args)
-            .await
-            .and_then(|reply| {
-                script::parse_reply(&reply, checks.len()).map_err(StoreError::Protocol)
-            });
+        let result = self.store.decide_limits(checks).await;
         match &result {
-            // A protocol error is an answer: Redis is up, one key's data is not what the script
-            // expects. Opening the breaker for it would stop every route on this node.
+            // A protocol error is an answer: the store is up, one key's data is not what the
+            // decision expects. Opening the breaker for it would stop every route on this node.
             Ok(_) | Err(StoreError::Protocol(_)) => self.breaker.success(),
             Err(_) => self.breaker.failure(permit == Permit::Probe),
         }
-        self.metrics
-            .breaker_open
-            .set(i64::from(self.breaker.is_open()));
+        // Written only on a change, for the same reason as in `Breaker::success`.
+        let open = i64::from(self.breaker.is_open());
+        if self.metrics.breaker_open.get() != open {
+            self.metrics.breaker_open.set(open);
+        }
         result
     }
 }
@@ -841,6 +829,7 @@ fn is_tighter(a: &Quota, b: &Quota) -> bool {
         < u128::from(b.remaining) * u128::from(a.limit.max(1))
 }
 
+/// How many counters each in-process counter set holds at most.
 /// A duration in whole milliseconds, saturating at `u64::MAX` instead of wrapping.
 pub(crate) fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -848,8 +837,8 @@ pub(crate) fn duration_ms(d: std::time::Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::algorithm::RuleOutcome;
     use super::*;
+    use crate::store::limits::RuleOutcome;
 
     fn key(network: ClientNetwork, ip: &str) -> String {
         let mut key = String::new();

@@ -139,7 +139,9 @@ pub fn check_config(config: Config) -> Result<(), SnapshotError> {
 /// auth cache and the limiter.
 pub(crate) fn services(process: &ProcessSettings) -> Result<Services, StoreSetupError> {
     let metrics = Arc::new(Metrics::new());
-    let store = Store::from_settings(process.store.as_ref(), metrics.registry())?;
+    let rate_metrics = RateMetrics::new(metrics.registry());
+    let counters = Limiter::store_counters(&process.limiter, &rate_metrics);
+    let store = Store::from_settings(process.store.as_ref(), metrics.registry(), counters)?;
     let c = &process.auth_cache;
     let cache = DecisionCache::new(
         c.capacity,
@@ -148,11 +150,7 @@ pub(crate) fn services(process: &ProcessSettings) -> Result<Services, StoreSetup
         c.negative_ttl,
         CacheMetrics::new(metrics.registry()),
     );
-    let limiter = Arc::new(Limiter::new(
-        store.clone(),
-        &process.limiter,
-        RateMetrics::new(metrics.registry()),
-    ));
+    let limiter = Arc::new(Limiter::new(store.clone(), &process.limiter, rate_metrics));
     let auth = Arc::new(AuthShared::new(
         store,
         cache,

@@ -1,4 +1,6 @@
-//! The in-process store: a map with expiry, for a single gateway node without Redis.
+//! The in-process store: a map with expiry and the in-process rate-limit counters, for a single
+//! gateway node without Redis. Every operation is one short locked step, so each is as atomic
+//! as its Redis twin (a script or a single command).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -6,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::{EntryRevocation, Invalidation, StoreError, StoreMetrics};
+use super::backend::{Backend, Invalidations, KeyValue, LimitDecisions, Revocations, Sets};
+use super::limits::{Decision, LocalCounters, RuleCheck};
+use super::{EntryRevocation, Invalidation, StoreError};
 
 enum Value {
     Bytes(Vec<u8>),
@@ -19,26 +23,24 @@ struct Entry {
 }
 
 /// A single-process store with the same semantics as the Redis one (TTL on every key).
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     prefix: String,
     entries: Mutex<HashMap<String, Entry>>,
     invalidations: broadcast::Sender<Invalidation>,
-    pub(super) metrics: StoreMetrics,
+    /// The rate-limit counters: the Rust twin of `scripts/limit.lua`, with a lock of its own so
+    /// rate limiting never waits on a key/value operation.
+    limits: LocalCounters,
 }
 
 impl MemoryStore {
-    pub(super) fn new(prefix: &str, metrics: StoreMetrics) -> MemoryStore {
+    pub(super) fn new(prefix: &str, limits: LocalCounters) -> MemoryStore {
         let (invalidations, _) = broadcast::channel(1024);
         MemoryStore {
             prefix: prefix.to_string(),
             entries: Mutex::new(HashMap::new()),
             invalidations,
-            metrics,
+            limits,
         }
-    }
-
-    pub(super) fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> T {
@@ -51,6 +53,24 @@ impl MemoryStore {
         f(&mut map)
     }
 
+    /// Removes `member` from the set under `key`, if it is one. Redis deletes a set with its
+    /// last member; so does this store, so `exists` answers alike on both.
+    fn remove_member(map: &mut HashMap<String, Entry>, key: &str, member: &str) {
+        let now_empty = match Self::live(map, key) {
+            Some(Entry {
+                value: Value::Set(s),
+                ..
+            }) => {
+                s.remove(member);
+                s.is_empty()
+            }
+            _ => false,
+        };
+        if now_empty {
+            map.remove(key);
+        }
+    }
+
     fn live<'a>(map: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
         let now = Instant::now();
         if map.get(key).is_some_and(|e| e.expires <= now) {
@@ -58,8 +78,12 @@ impl MemoryStore {
         }
         map.get_mut(key)
     }
+}
 
-    pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+// === impl KeyValue ===
+
+impl KeyValue for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|m| match Self::live(m, key).map(|e| &e.value) {
             Some(Value::Bytes(b)) => Ok(Some(b.clone())),
             Some(Value::Set(_)) => Err(StoreError::Protocol("wrong type".into())),
@@ -67,16 +91,11 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         self.with(|m| Ok(Self::live(m, key).is_some()))
     }
 
-    pub(super) async fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let expires = Instant::now() + ttl;
         self.with(|m| {
             m.insert(
@@ -90,16 +109,15 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(super) async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.with(|m| Ok(Self::live(m, key).is_some() && m.remove(key).is_some()))
     }
+}
 
-    pub(super) async fn set_add(
-        &self,
-        key: &str,
-        member: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+// === impl Sets ===
+
+impl Sets for MemoryStore {
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
         let expires = Instant::now() + ttl;
         self.with(|m| {
             let entry = match Self::live(m, key) {
@@ -109,10 +127,10 @@ impl MemoryStore {
                     expires,
                 }),
             };
-            entry.expires = entry.expires.max(expires);
             match &mut entry.value {
                 Value::Set(s) => {
                     s.insert(member.to_string());
+                    entry.expires = entry.expires.max(expires);
                     Ok(())
                 }
                 Value::Bytes(_) => Err(StoreError::Protocol("wrong type".into())),
@@ -120,36 +138,42 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
+    async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
         self.with(|m| {
-            if let Some(Entry {
-                value: Value::Set(s),
-                ..
-            }) = Self::live(m, key)
-            {
-                s.remove(member);
-            }
+            Self::remove_member(m, key, member);
             Ok(())
         })
     }
 
-    pub(super) async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+    async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
         self.with(|m| match Self::live(m, key).map(|e| &e.value) {
             Some(Value::Set(s)) => Ok(s.iter().cloned().collect()),
             Some(Value::Bytes(_)) => Err(StoreError::Protocol("wrong type".into())),
             None => Ok(Vec::new()),
         })
     }
+}
 
-    pub(super) async fn publish(&self, key: &str) -> Result<(), StoreError> {
+// === impl Invalidations ===
+
+impl Invalidations for MemoryStore {
+    async fn publish(&self, key: &str) -> Result<(), StoreError> {
         // No receiver is not an error: nothing is cached yet.
         let _ = self.invalidations.send(Invalidation::Key(key.to_string()));
         Ok(())
     }
 
+    fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
+        self.invalidations.subscribe()
+    }
+}
+
+// === impl Revocations ===
+
+impl Revocations for MemoryStore {
     /// The in-process `revoke_entry.lua`: the same steps under one lock, so no lookup sees the
     /// entry gone but its pointer or index member still there (or the reverse).
-    pub(super) async fn revoke_entry(&self, r: &EntryRevocation<'_>) -> Result<bool, StoreError> {
+    async fn revoke_entry(&self, r: &EntryRevocation<'_>) -> Result<bool, StoreError> {
         self.with(|m| {
             let pointer_holds = matches!(
                 Self::live(m, r.pointer).map(|e| &e.value),
@@ -161,20 +185,7 @@ impl MemoryStore {
             m.remove(r.pointer);
             m.remove(r.entry);
             if let Some((set, member)) = r.index {
-                let now_empty = match Self::live(m, set) {
-                    Some(Entry {
-                        value: Value::Set(s),
-                        ..
-                    }) => {
-                        s.remove(member);
-                        s.is_empty()
-                    }
-                    _ => false,
-                };
-                // Redis deletes a set with its last member; so does this store.
-                if now_empty {
-                    m.remove(set);
-                }
+                Self::remove_member(m, set, member);
             }
             let _ = self
                 .invalidations
@@ -184,7 +195,7 @@ impl MemoryStore {
     }
 
     /// The in-process `revoke_marker.lua`: marker and invalidation in one locked step.
-    pub(super) async fn mark_revoked(
+    async fn mark_revoked(
         &self,
         marker: &str,
         ttl: Duration,
@@ -205,8 +216,31 @@ impl MemoryStore {
         });
         Ok(())
     }
+}
 
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
-        self.invalidations.subscribe()
+// === impl LimitDecisions ===
+
+impl LimitDecisions for MemoryStore {
+    /// The in-process `limit.lua`, on this host's clock.
+    async fn decide(&self, checks: &[RuleCheck]) -> Result<Decision, StoreError> {
+        Ok(self.limits.decide_now(checks))
+    }
+}
+
+// === impl Backend ===
+
+impl Backend for MemoryStore {
+    const KIND: &'static str = "memory";
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn ping(&self, _deadline: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn is_healthy(&self) -> bool {
+        true
     }
 }

@@ -19,8 +19,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, IntoConnectionInfo};
 use tokio::sync::{broadcast, oneshot};
 
+use super::backend::{Backend, Invalidations, KeyValue, LimitDecisions, Revocations, Sets};
+use super::limits::script::{parse_reply, LimitScript};
+use super::limits::{Decision, RuleCheck};
 use super::settings::{StoreSettings, StoreTls};
-use super::{EntryRevocation, Invalidation, StoreError, StoreMetrics, StoreSetupError};
+use super::{EntryRevocation, Invalidation, StoreError, StoreSetupError};
 
 const SET_ADD: &str = include_str!("scripts/set_add.lua");
 const REVOKE_ENTRY: &str = include_str!("scripts/revoke_entry.lua");
@@ -103,7 +106,7 @@ impl CallConn {
 }
 
 /// A store on Redis.
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     id: u64,
     prefix: String,
     client: redis::Client,
@@ -120,19 +123,17 @@ pub struct RedisStore {
     revoke_entry_script: redis::Script,
     /// Writes a token revocation and publishes it in one call.
     revoke_marker_script: redis::Script,
+    /// Decides a request's rate-limit rules in one call.
+    limit_script: LimitScript,
     /// Dropping this ends the store's runtime thread.
     _stop: oneshot::Sender<()>,
     /// Proxy threads' connection keepers stop once this is gone.
     alive: Arc<()>,
-    pub(super) metrics: StoreMetrics,
 }
 
 impl RedisStore {
     /// Sets up the connection (lazily: a Redis that is down at start does not stop the gateway).
-    pub(super) fn connect(
-        config: &StoreSettings,
-        metrics: StoreMetrics,
-    ) -> Result<RedisStore, StoreSetupError> {
+    pub(super) fn connect(config: &StoreSettings) -> Result<RedisStore, StoreSetupError> {
         let info = config
             .url
             .as_str()
@@ -193,19 +194,10 @@ impl RedisStore {
             set_add_script: redis::Script::new(SET_ADD),
             revoke_entry_script: redis::Script::new(REVOKE_ENTRY),
             revoke_marker_script: redis::Script::new(REVOKE_MARKER),
+            limit_script: LimitScript::new(),
             _stop: stop,
             alive: Arc::new(()),
-            metrics,
         })
-    }
-
-    /// Waits up to `deadline` for Redis to answer PING (connecting first if needed).
-    pub(super) async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let cmd = redis::cmd("PING");
-        let outcome =
-            tokio::time::timeout(deadline, cmd.query_async::<String>(&mut conn.manager)).await;
-        conn.settle(outcome).map(|_| ())
     }
 
     /// The connection for a call from this thread: the thread's own on a proxy worker (created
@@ -258,14 +250,6 @@ impl RedisStore {
         })
     }
 
-    pub(super) fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub(super) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn();
         let outcome =
@@ -273,20 +257,30 @@ impl RedisStore {
         conn.settle(outcome)
     }
 
-    pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Runs a script call within the operation deadline.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let outcome =
+            tokio::time::timeout(self.op_timeout, call.invoke_async(&mut conn.manager)).await;
+        conn.settle(outcome)
+    }
+}
+
+// === impl KeyValue ===
+
+impl KeyValue for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.query(redis::cmd("GET").arg(key)).await
     }
 
-    pub(super) async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         self.query(redis::cmd("EXISTS").arg(key)).await
     }
 
-    pub(super) async fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.query(
             redis::cmd("SET")
                 .arg(key)
@@ -297,27 +291,50 @@ impl RedisStore {
         .await
     }
 
-    pub(super) async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let n: i64 = self.query(redis::cmd("DEL").arg(key)).await?;
         Ok(n > 0)
     }
+}
 
-    pub(super) async fn set_add(
-        &self,
-        key: &str,
-        member: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+// === impl Sets ===
+
+impl Sets for RedisStore {
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
         let mut call = self.set_add_script.key(key);
         call.arg(member).arg(ttl_ms(ttl));
-        let outcome =
-            tokio::time::timeout(self.op_timeout, call.invoke_async::<i64>(&mut conn.manager))
-                .await;
-        conn.settle(outcome).map(|_| ())
+        self.invoke::<i64>(&call).await.map(|_| ())
     }
 
-    pub(super) async fn revoke_entry(&self, r: &EntryRevocation<'_>) -> Result<bool, StoreError> {
+    async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        let _: i64 = self.query(redis::cmd("SREM").arg(key).arg(member)).await?;
+        Ok(())
+    }
+
+    async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        self.query(redis::cmd("SMEMBERS").arg(key)).await
+    }
+}
+
+// === impl Invalidations ===
+
+impl Invalidations for RedisStore {
+    async fn publish(&self, key: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .query(redis::cmd("PUBLISH").arg(&self.channel).arg(key))
+            .await?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
+        self.invalidations.subscribe()
+    }
+}
+
+// === impl Revocations ===
+
+impl Revocations for RedisStore {
+    async fn revoke_entry(&self, r: &EntryRevocation<'_>) -> Result<bool, StoreError> {
         let mut call = self.revoke_entry_script.key(r.pointer);
         call.key(r.entry);
         let member = match r.index {
@@ -331,14 +348,10 @@ impl RedisStore {
             .arg(member)
             .arg(&self.channel)
             .arg(r.invalidation);
-        let mut conn = self.conn();
-        let outcome =
-            tokio::time::timeout(self.op_timeout, call.invoke_async::<i64>(&mut conn.manager))
-                .await;
-        conn.settle(outcome).map(|revoked| revoked == 1)
+        self.invoke::<i64>(&call).await.map(|revoked| revoked == 1)
     }
 
-    pub(super) async fn mark_revoked(
+    async fn mark_revoked(
         &self,
         marker: &str,
         ttl: Duration,
@@ -346,53 +359,42 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let mut call = self.revoke_marker_script.key(marker);
         call.arg(ttl_ms(ttl)).arg(&self.channel).arg(invalidation);
+        self.invoke::<i64>(&call).await.map(|_| ())
+    }
+}
+
+// === impl LimitDecisions ===
+
+impl LimitDecisions for RedisStore {
+    /// One `limit.lua` call, on Redis' clock. A reply that is not a decision for these checks
+    /// is a `Protocol` error, never a guess.
+    async fn decide(&self, checks: &[RuleCheck]) -> Result<Decision, StoreError> {
+        let call = self.limit_script.invocation(checks);
+        let reply: Vec<i64> = self.invoke(&call).await?;
+        parse_reply(&reply, checks.len()).map_err(StoreError::Protocol)
+    }
+}
+
+// === impl Backend ===
+
+impl Backend for RedisStore {
+    const KIND: &'static str = "redis";
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Waits up to `deadline` for Redis to answer PING (connecting first if needed).
+    async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
         let mut conn = self.conn();
+        let cmd = redis::cmd("PING");
         let outcome =
-            tokio::time::timeout(self.op_timeout, call.invoke_async::<i64>(&mut conn.manager))
-                .await;
+            tokio::time::timeout(deadline, cmd.query_async::<String>(&mut conn.manager)).await;
         conn.settle(outcome).map(|_| ())
     }
 
-    pub(super) async fn eval_ints(
-        &self,
-        script: &redis::Script,
-        keys: &[String],
-        args: &[String],
-    ) -> Result<Vec<i64>, StoreError> {
-        let mut conn = self.conn();
-        let mut call = script.prepare_invoke();
-        for k in keys {
-            call.key(k);
-        }
-        for a in args {
-            call.arg(a);
-        }
-        let outcome = tokio::time::timeout(
-            self.op_timeout,
-            call.invoke_async::<Vec<i64>>(&mut conn.manager),
-        )
-        .await;
-        conn.settle(outcome)
-    }
-
-    pub(super) async fn set_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
-        let _: i64 = self.query(redis::cmd("SREM").arg(key).arg(member)).await?;
-        Ok(())
-    }
-
-    pub(super) async fn set_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
-        self.query(redis::cmd("SMEMBERS").arg(key)).await
-    }
-
-    pub(super) async fn publish(&self, key: &str) -> Result<(), StoreError> {
-        let _: i64 = self
-            .query(redis::cmd("PUBLISH").arg(&self.channel).arg(key))
-            .await?;
-        Ok(())
-    }
-
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
-        self.invalidations.subscribe()
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 }
 

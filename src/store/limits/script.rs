@@ -1,16 +1,55 @@
-//! The Redis side of a rate-limit decision: `scripts/limit.lua` decides every rule of a request
-//! atomically in one `EVALSHA` round trip, on Redis' clock. This module lays out its KEYS and
-//! ARGV and reads its reply; `local::LocalLimiter` implements the same math in process.
+//! The Redis backend's side of a rate-limit decision: `scripts/limit.lua` decides every rule of
+//! a request atomically in one `EVALSHA` round trip, on Redis' clock. This module lays out its
+//! KEYS and ARGV, makes each call's sliding-log nonce and reads the reply;
+//! [`LocalCounters`](super::LocalCounters) implements the same math in process.
 
-use super::algorithm::{Algorithm, Decision, RuleCheck, RuleOutcome};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Algorithm, Decision, RuleCheck, RuleOutcome};
 
 /// The Lua script (its header documents KEYS, ARGV and the reply).
-pub const SCRIPT: &str = include_str!("scripts/limit.lua");
+pub const SCRIPT: &str = include_str!("../scripts/limit.lua");
 
 /// ARGV entries per rule after the two leading ones (n, nonce).
 const ARGS_PER_RULE: usize = 6;
 /// Reply integers per rule after the leading `admitted`.
 const REPLY_PER_RULE: usize = 4;
+
+/// The script and what a call of it needs besides the checks: a nonce unique per call, made of
+/// a random per-process prefix and a sequence number (no clock, no lock).
+pub(crate) struct LimitScript {
+    script: redis::Script,
+    nonce_prefix: u64,
+    nonce_seq: AtomicU64,
+}
+
+impl LimitScript {
+    pub(crate) fn new() -> LimitScript {
+        LimitScript {
+            script: redis::Script::new(SCRIPT),
+            nonce_prefix: fastrand::u64(..),
+            nonce_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The `EVALSHA` call (loading the script on NOSCRIPT) that decides `checks`.
+    pub(crate) fn invocation(&self, checks: &[RuleCheck]) -> redis::ScriptInvocation<'_> {
+        let nonce = format!(
+            "{:x}.{:x}",
+            self.nonce_prefix,
+            self.nonce_seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let (keys, args) = script_args(checks, &nonce);
+        let mut call = self.script.prepare_invoke();
+        for k in &keys {
+            call.key(k);
+        }
+        for a in &args {
+            call.arg(a);
+        }
+        call
+    }
+}
 
 /// The script's code for an algorithm.
 fn algorithm_code(algorithm: Algorithm) -> &'static str {

@@ -11,7 +11,7 @@
 --           {admitted (0/1), then per rule: allowed (0/1), remaining, reset_ms, retry_after_ms}
 --           or an error reply when the arguments do not match this layout.
 --
--- Semantics (src/ratelimit/algorithm.rs; src/ratelimit/local.rs implements the same math and
+-- Semantics (src/store/limits/mod.rs; src/store/limits/local.rs implements the same math and
 -- must agree exactly): pass 1 checks every rule against the state at `now`; the request is
 -- admitted iff every non-shadow rule allows it. Pass 2 counts the cost on every rule when
 -- admitted (shadow rules included), and only on rules with count_denied when denied. A rule

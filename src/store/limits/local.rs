@@ -1,9 +1,9 @@
-//! In-process rate limiting with exactly the math of `scripts/limit.lua`: the limiter used when
-//! no Redis is configured (and as a local fallback), and the reference the script is tested
-//! against. For the same checks, the same prior calls and the same clock, both give the same
+//! In-process rate limiting with exactly the math of `scripts/limit.lua`: the in-process store's
+//! decisions (and the rate limiter's local fallback and failed-auth counters), and the
+//! reference the script is tested against. For the same checks, the same prior calls and the same clock, both give the same
 //! [`Decision`].
 //!
-//! Semantics (see [`super::algorithm`]): every rule is checked against the state at `now`; the
+//! Semantics (see [`super`]): every rule is checked against the state at `now`; the
 //! request is admitted iff every non-shadow rule allows it; then its cost is counted on every
 //! rule when admitted, or only on `count_denied` rules when denied. Outcomes describe the state
 //! after that counting:
@@ -48,7 +48,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 
-use super::algorithm::{Algorithm, Decision, RuleCheck, RuleOutcome};
+use super::{Algorithm, Decision, RuleCheck, RuleOutcome};
 
 /// How often, in ms of the caller's clock, a sweep of expired counters starts.
 const SWEEP_INTERVAL_MS: u64 = 1_000;
@@ -61,16 +61,16 @@ const SWEEP_CONTINUE_MS: u64 = 10;
 const MAX_SECOND_CHANCES: usize = 64;
 /// Most units a sliding log that is not `count_denied` keeps: the largest `sliding_log` limit
 /// the config allows (`scripts/limit.lua` has the same `LOG_CAP`).
-pub const LOG_CAP: u64 = 10_000;
+pub(crate) const LOG_CAP: u64 = 10_000;
 /// Counters held when no capacity is given (the default of `[rate_limit] local_max_counters`).
-pub const DEFAULT_CAPACITY: usize = 100_000;
+pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 
 /// Rate-limit counters of this process, keyed like the Redis keys.
 ///
 /// Memory is bounded twice: each counter expires like its Redis key would (two windows after a
 /// sliding-window write, one window after a sliding-log write), and at most `capacity` are
 /// held, the least recently used (approximately) making room for new ones.
-pub struct LocalLimiter {
+pub struct LocalCounters {
     /// A plain mutex: one short critical section per call, no await inside, and bounded work
     /// in it (a sweep step, at most a few evictions).
     inner: Mutex<Counters>,
@@ -122,26 +122,26 @@ enum View {
     },
 }
 
-// === impl LocalLimiter ===
+// === impl LocalCounters ===
 
-impl Default for LocalLimiter {
+impl Default for LocalCounters {
     fn default() -> Self {
-        LocalLimiter::new()
+        LocalCounters::new()
     }
 }
 
-impl LocalLimiter {
+impl LocalCounters {
     /// An empty limiter holding up to [`DEFAULT_CAPACITY`] counters.
-    pub fn new() -> LocalLimiter {
+    pub fn new() -> LocalCounters {
         let evictions =
             IntCounter::new("local_evictions", "evictions of this limiter").expect("valid metric");
-        LocalLimiter::bounded(DEFAULT_CAPACITY, evictions)
+        LocalCounters::bounded(DEFAULT_CAPACITY, evictions)
     }
 
     /// An empty limiter holding up to `capacity` counters (at least 1); `evictions` counts live
     /// counters evicted to make room.
-    pub fn bounded(capacity: usize, evictions: IntCounter) -> LocalLimiter {
-        LocalLimiter {
+    pub fn bounded(capacity: usize, evictions: IntCounter) -> LocalCounters {
+        LocalCounters {
             inner: Mutex::new(Counters {
                 by_key: HashMap::new(),
                 ring: VecDeque::new(),
@@ -197,7 +197,7 @@ impl LocalLimiter {
         self.evictions.get()
     }
 
-    /// [`LocalLimiter::decide`] at the system clock's current time.
+    /// [`LocalCounters::decide`] at the system clock's current time.
     pub fn decide_now(&self, checks: &[RuleCheck]) -> Decision {
         self.decide(checks, unix_ms())
     }
@@ -589,7 +589,7 @@ mod tests {
         }
     }
 
-    fn admitted_count(limiter: &LocalLimiter, checks: &[RuleCheck], now: u64, n: usize) -> usize {
+    fn admitted_count(limiter: &LocalCounters, checks: &[RuleCheck], now: u64, n: usize) -> usize {
         (0..n)
             .filter(|_| limiter.decide(checks, now).admitted)
             .count()
@@ -598,7 +598,7 @@ mod tests {
     #[test]
     fn exactly_the_limit_is_admitted_within_a_window() {
         for algorithm in [Algorithm::SlidingWindow, Algorithm::SlidingLog] {
-            let limiter = LocalLimiter::new();
+            let limiter = LocalCounters::new();
             let checks = [rule("k", algorithm, 5, 10_000)];
             for expected_remaining in (0..5).rev() {
                 let d = limiter.decide(&checks, T0 + 100);
@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn sliding_log_frees_units_exactly_one_window_after_they_were_counted() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let checks = [rule("k", Algorithm::SlidingLog, 3, 1_000)];
         assert_eq!(admitted_count(&limiter, &checks, T0, 3), 3);
         assert_eq!(admitted_count(&limiter, &checks, T0 + 999, 1), 0);
@@ -625,7 +625,7 @@ mod tests {
 
     #[test]
     fn sliding_window_weights_the_previous_window_by_its_overlap() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let checks = [rule("k", Algorithm::SlidingWindow, 10, 1_000)];
         assert_eq!(admitted_count(&limiter, &checks, T0 + 100, 10), 10);
         // Half-way into the next window, the previous 10 weigh 5.
@@ -640,7 +640,7 @@ mod tests {
 
     #[test]
     fn sliding_window_admits_at_most_the_limit_per_aligned_window() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let checks = [rule("k", Algorithm::SlidingWindow, 7, 1_000)];
         let mut per_window = HashMap::new();
         for t in (0..5_000).step_by(13) {
@@ -666,7 +666,7 @@ mod tests {
     /// Drives random traffic; at every denial, checks that 1 ms before `retry_after_ms` the
     /// request is still denied and at `retry_after_ms` it is admitted.
     fn check_retry_after_is_exact(algorithm: Algorithm, seed: u64) {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let mut rng = Lcg(seed);
         let window = 1_000 + (seed % 2) * 500;
         let mut now = T0 + rng.below(3_000);
@@ -715,7 +715,7 @@ mod tests {
     #[test]
     fn a_cost_above_the_limit_is_never_admitted_and_backs_off_one_window() {
         for algorithm in [Algorithm::SlidingWindow, Algorithm::SlidingLog] {
-            let limiter = LocalLimiter::new();
+            let limiter = LocalCounters::new();
             let mut check = rule("k", algorithm, 3, 2_000);
             check.cost = 4;
             let d = limiter.decide(&[check], T0);
@@ -732,7 +732,7 @@ mod tests {
     #[test]
     fn the_tighter_rule_denies_and_neither_counts() {
         for algorithm in [Algorithm::SlidingWindow, Algorithm::SlidingLog] {
-            let limiter = LocalLimiter::new();
+            let limiter = LocalCounters::new();
             let tight = rule("tight", algorithm, 2, 60_000);
             let loose = rule("loose", algorithm, 10, 60_000);
             let both = [tight.clone(), loose.clone()];
@@ -752,7 +752,7 @@ mod tests {
     #[test]
     fn a_shadow_rule_never_denies_but_counts() {
         for algorithm in [Algorithm::SlidingWindow, Algorithm::SlidingLog] {
-            let limiter = LocalLimiter::new();
+            let limiter = LocalCounters::new();
             let mut shadow = rule("shadow", algorithm, 1, 60_000);
             shadow.shadow = true;
             let enforced = rule("enforced", algorithm, 10, 60_000);
@@ -771,7 +771,7 @@ mod tests {
     #[test]
     fn count_denied_counts_denied_requests_on_its_rule_only() {
         for algorithm in [Algorithm::SlidingWindow, Algorithm::SlidingLog] {
-            let limiter = LocalLimiter::new();
+            let limiter = LocalCounters::new();
             let mut strict = rule("strict", algorithm, 2, 60_000);
             strict.count_denied = true;
             let plain = rule("plain", algorithm, 100, 60_000);
@@ -793,7 +793,7 @@ mod tests {
 
     #[test]
     fn expired_counters_are_evicted() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         for i in 0..100 {
             let algorithm = if i % 2 == 0 {
                 Algorithm::SlidingWindow
@@ -809,9 +809,9 @@ mod tests {
         assert_eq!(limiter.tracked_keys(), 0, "windows expire after two");
     }
 
-    fn bounded(capacity: usize) -> LocalLimiter {
+    fn bounded(capacity: usize) -> LocalCounters {
         let evictions = IntCounter::new("evictions", "test").expect("valid metric");
-        LocalLimiter::bounded(capacity, evictions)
+        LocalCounters::bounded(capacity, evictions)
     }
 
     #[test]
@@ -874,7 +874,7 @@ mod tests {
 
     #[test]
     fn a_hammered_count_denied_log_keeps_at_most_limit_units_and_decides_the_same() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let mut check = rule("k", Algorithm::SlidingLog, 5, 1_000);
         check.count_denied = true;
         let checks = [check];
@@ -902,7 +902,7 @@ mod tests {
 
     #[test]
     fn a_hammered_shadow_log_keeps_at_most_log_cap_units_and_still_counts() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let mut shadow = rule("s", Algorithm::SlidingLog, 1, 60_000);
         shadow.shadow = true;
         for _ in 0..(LOG_CAP + 50) {
@@ -927,7 +927,7 @@ mod tests {
 
     #[test]
     fn huge_limits_costs_and_windows_never_overflow_the_window_math() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let mut check = rule("k", Algorithm::SlidingWindow, u64::MAX, u64::MAX);
         check.cost = u64::MAX;
         let first = limiter.decide(std::slice::from_ref(&check), T0);
@@ -946,7 +946,7 @@ mod tests {
 
     #[test]
     fn huge_costs_never_overflow_the_log_math() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let mut check = rule("k", Algorithm::SlidingLog, u64::MAX, 60_000);
         check.cost = 1 << 63;
         // Two units of 2^63 at different times: their sum is 2^64.
@@ -966,7 +966,7 @@ mod tests {
 
     #[test]
     fn reset_is_when_the_counter_is_back_to_zero() {
-        let limiter = LocalLimiter::new();
+        let limiter = LocalCounters::new();
         let window = [rule("w", Algorithm::SlidingWindow, 10, 1_000)];
         let log = [rule("l", Algorithm::SlidingLog, 10, 1_000)];
         assert_eq!(limiter.decide(&window, T0 + 300).rules[0].reset_ms, 1_700);

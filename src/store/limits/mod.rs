@@ -1,10 +1,19 @@
-//! What one rate-limit decision asks and answers, shared by the Redis script and the
-//! in-process implementation, which must agree exactly.
+//! The rate-limit decision as a store operation: what one decision asks ([`RuleCheck`]) and
+//! answers ([`Decision`]), shared by the Redis backend's script ([`script`],
+//! `scripts/limit.lua`) and the in-process twin ([`LocalCounters`]), which must agree exactly.
+//! The rate limiter compiles rules into checks and turns decisions into verdicts; which
+//! backend decides is the store's business.
 //!
 //! A call checks every rule of a request at once: first it decides, for each rule, whether
 //! the request's cost fits; the request is admitted when every non-shadow rule admits it;
 //! only then is the cost counted, on every rule (shadow rules included). A denied request
 //! counts only on rules with `count_denied`.
+
+mod local;
+pub mod script;
+
+pub(crate) use local::unix_ms;
+pub use local::LocalCounters;
 
 /// Which counting algorithm a rule uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
