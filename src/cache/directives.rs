@@ -443,7 +443,9 @@ fn trim_end(s: &[u8]) -> &[u8] {
     &s[..end]
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+/// `s` without leading and trailing optional whitespace (RFC 9110 §5.6.3: SP and HTAB), the
+/// one trim every header parser of the cache uses.
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
     trim_end(trim_start(s))
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderName, AGE, DATE, EXPIRES};
 
-use super::directives::{parse_delta_seconds, Delta, ResponseDirectives, DELTA_SECONDS_MAX};
+use super::directives::{parse_delta_seconds, trim, Delta, ResponseDirectives, DELTA_SECONDS_MAX};
 
 /// When the gateway sent the request upstream and when the response's header arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,18 +115,6 @@ fn parse_http_date(value: &[u8]) -> Option<SystemTime> {
 
 fn delta_duration(delta: Delta) -> Duration {
     Duration::from_secs(u64::from(delta.seconds_or_zero()))
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &s[start..end.max(start)]
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 use http::header::{HeaderMap, HeaderName, VARY};
 
+use super::directives::trim;
 use super::key::{normalized_header, FramedHash};
 
 /// What a response's `Vary` says.
@@ -101,18 +102,6 @@ pub fn secondary_key(names: &[HeaderName], request: &HeaderMap) -> Option<Second
         }
     }
     Some(SecondaryKey(key.finish()))
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &s[start..end.max(start)]
 }
 
 #[cfg(test)]
