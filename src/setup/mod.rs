@@ -6,10 +6,11 @@
 //! compiled here, once per load, without side effects, so the store is connected only after
 //! its settings are known to be good. The *snapshot* (routes, pools, auth, limits: what a
 //! reload replaces) is compiled by [`Snapshot::compile`] against the process's services.
-//! [`load`] also compiles the snapshot over offline services (an in-process store, a fresh
-//! metrics registry) for its issues, so a file is refused whole before the store is connected
-//! (run, reload, `keys`); `portcullis check` prints what the owners report. There is no
-//! separate validator to keep in step: `config` only parses.
+//! Each is compiled once per load. Only when the process settings fail does [`load`] also
+//! compile the snapshot, over offline services (an in-process store, a fresh metrics
+//! registry), so that one run reports every mistake in the file; `portcullis check` compiles
+//! both over offline services and prints what the owners report. There is no separate
+//! validator to keep in step: `config` only parses.
 
 mod admin;
 mod server;
@@ -89,22 +90,25 @@ pub(crate) struct Loaded {
     pub(crate) process: ProcessSettings,
 }
 
-/// Reads `file`, compiles its process settings and reports the problems of the snapshot too
-/// (compiled over offline services), so a file is judged whole before anything is connected
-/// and one run reports every mistake in it.
+/// Reads `file` and compiles its process settings; when they fail, the snapshot's problems
+/// are reported with theirs (see [`compile`]).
 pub(crate) fn load(file: &Path) -> Result<Loaded, SnapshotError> {
     let config = config::load(file)?;
     compile(config).map_err(|issues| SnapshotError::Invalid(issues).in_file(file))
 }
 
-/// [`load`] of a parsed config: its process settings, or every problem found in it.
+/// [`load`] of a parsed config: its process settings, or every problem found in it. The
+/// snapshot is compiled once, by the caller, over the services the settings build; only a
+/// file whose process settings fail has its snapshot compiled here too (over offline
+/// services), so that one run still reports every mistake before anything is connected.
 fn compile(config: Config) -> Result<Loaded, Vec<Issue>> {
     let mut issues = Issues::default();
-    let process = ProcessSettings::compile(&config, &mut issues);
-    issues.extend(snapshot_issues(config.clone()));
-    match process {
+    match ProcessSettings::compile(&config, &mut issues) {
         Some(process) if issues.is_empty() => Ok(Loaded { config, process }),
-        _ => Err(issues.into_vec()),
+        _ => {
+            issues.extend(snapshot_issues(config));
+            Err(issues.into_vec())
+        }
     }
 }
 
