@@ -138,6 +138,7 @@ fn bench_policy(c: &mut Criterion) {
                 method: &Method::GET,
                 directives: &directives,
                 credentialed: true,
+                consumer_keyed: false,
             };
             let response = ResponseView {
                 status: 200,

@@ -37,7 +37,6 @@
 //! of one value are two entries, which costs a miss, never a wrong answer.
 
 use std::borrow::Cow;
-use std::fmt::Write;
 
 use http::header::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
@@ -131,11 +130,7 @@ pub fn primary_key(parts: &KeyParts, request: &KeyRequest<'_>) -> PrimaryKey {
     key.part(b'P', request.path.as_bytes());
     hash_query(&mut key, &parts.query, request.query.unwrap_or(""));
     for name in &parts.headers {
-        key.part(b'N', name.as_str().as_bytes());
-        match normalized_header(request.headers, name) {
-            Some(value) => key.part(b'V', value.as_bytes()),
-            None => key.part(b'A', b""),
-        }
+        key.header(request.headers, name);
     }
     if parts.by_consumer {
         match request.consumer {
@@ -229,41 +224,35 @@ fn hex_value(digit: u8) -> u8 {
     }
 }
 
-/// A header's value for keying: all its lines joined with `,`, each trimmed and with runs of
-/// whitespace folded to one space; `None` when the header is absent (distinct from empty).
-/// Shared with the Vary secondary key.
-pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+/// The values of `name` in `headers`, joined by `,`, each trimmed with whitespace runs folded
+/// to one space; `None` when the header is absent (distinct from present but empty). Bytes are
+/// kept as they are, so two distinct values never fold to the same bytes.
+fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
     let mut values = headers.get_all(name).iter().peekable();
     values.peek()?;
-    let mut out = String::new();
+    let mut out = Vec::new();
     for (n, value) in values.enumerate() {
         if n > 0 {
-            out.push(',');
+            out.push(b',');
         }
         push_folded(&mut out, value.as_bytes());
     }
     Some(out)
 }
 
-/// Appends `value` trimmed, with whitespace runs folded to one space; bytes that are not
-/// ASCII are kept as `\xNN` so distinct values stay distinct.
-fn push_folded(out: &mut String, value: &[u8]) {
+/// Appends `value` trimmed, with whitespace runs folded to one space.
+fn push_folded(out: &mut Vec<u8>, value: &[u8]) {
     let mut pending_space = false;
     for &b in value {
         if b == b' ' || b == b'\t' {
             pending_space = true;
             continue;
         }
-        if pending_space && b != b',' && !out.is_empty() && !out.ends_with(',') {
-            out.push(' ');
+        if pending_space && b != b',' && out.last().is_some_and(|&last| last != b',') {
+            out.push(b' ');
         }
         pending_space = false;
-        if b.is_ascii() {
-            out.push(char::from(b));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "\\x{b:02x}");
-        }
+        out.push(b);
     }
 }
 
@@ -276,6 +265,17 @@ impl FramedHash {
         hash.update(domain);
         hash.update([0, KEY_LAYOUT_VERSION]);
         FramedHash(hash)
+    }
+
+    /// The part of request header `name`: its name, then its normalized value or that it is
+    /// absent. The primary key's named headers and the `Vary` secondary key both hash headers
+    /// this one way.
+    pub(crate) fn header(&mut self, headers: &HeaderMap, name: &HeaderName) {
+        self.part(b'N', name.as_str().as_bytes());
+        match normalized_header(headers, name) {
+            Some(value) => self.part(b'V', &value),
+            None => self.part(b'A', b""),
+        }
     }
 
     pub(crate) fn part(&mut self, tag: u8, bytes: &[u8]) {
@@ -576,6 +576,13 @@ mod tests {
         assert_ne!(
             key(&parts, &request(&a, None)),
             key(&parts, &request(&b, None))
+        );
+        // A client cannot spell a non-ASCII byte in ASCII to share its key.
+        let mut spelled = HeaderMap::new();
+        spelled.insert("x-tenant", HeaderValue::from_static("\\xe9"));
+        assert_ne!(
+            key(&parts, &request(&a, None)),
+            key(&parts, &request(&spelled, None))
         );
     }
 

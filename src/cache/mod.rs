@@ -13,13 +13,12 @@
 //! that the config compiler builds. Nothing calls this module yet: the `ProxyHttp` cache hooks
 //! and the pingora-cache `Storage` over the local tier and Redis come in issue 11's next slice.
 
-// `status` is used only by its tests until the proxy wiring of issue 11's next slice renders
-// `Cache-Status` from it; the other modules are public (the bench uses them).
-#![allow(dead_code)]
-
 pub mod directives;
 pub mod freshness;
 pub mod key;
 pub mod policy;
+// Used only by its tests until the proxy wiring of issue 11's next slice renders
+// `Cache-Status` from it; the other modules are public (the bench uses them).
+#[allow(dead_code)]
 pub(crate) mod status;
 pub mod vary;

@@ -119,6 +119,11 @@ pub struct RequestView<'a> {
     pub directives: &'a RequestDirectives,
     /// It carried credentials (Authorization, an API key, a session cookie).
     pub credentialed: bool,
+    /// Its authenticated consumer is part of its primary key (the route keys by consumer and
+    /// the request has one). Only then may a credentialed response be stored without being
+    /// explicitly shareable: a credentialed request with no consumer would be stored under
+    /// the anonymous key, for every anonymous client.
+    pub consumer_keyed: bool,
 }
 
 /// The response as received from the upstream.
@@ -284,7 +289,7 @@ pub fn decide_storage(
     if !route.allow_set_cookie && response.headers.contains_key(SET_COOKIE) {
         return Err(NotStorable::SetCookie);
     }
-    if request.credentialed && !route.key.by_consumer && !explicitly_shareable(&directives) {
+    if request.credentialed && !request.consumer_keyed && !explicitly_shareable(&directives) {
         return Err(NotStorable::Authorization);
     }
     if content_length(response.headers).is_some_and(|len| len > rules.max_object_bytes) {
@@ -710,6 +715,8 @@ mod tests {
             method: &Method::GET,
             directives: &directives,
             credentialed,
+            // The harness's credentialed requests on a consumer-keyed route have a consumer.
+            consumer_keyed: credentialed && route.key.by_consumer,
         };
         let resp = headers(resp);
         let response = ResponseView {
@@ -767,6 +774,7 @@ mod tests {
             method: &Method::DELETE,
             directives: &d,
             credentialed: false,
+            consumer_keyed: false,
         };
         let h = headers(&[("cache-control", "max-age=60")]);
         let response = ResponseView {
@@ -1055,6 +1063,36 @@ mod tests {
             &[("cache-control", "max-age=60")]
         )
         .is_ok());
+    }
+
+    // RFC 9111 §3.5: a credentialed request with no consumer to key by (a session cookie
+    // before login, say) would land under the anonymous key: not stored on a consumer route.
+    #[test]
+    fn credentialed_requests_without_a_consumer_are_not_stored_under_the_anonymous_key() {
+        let per_consumer = RouteCachePolicy {
+            key: KeyParts {
+                by_consumer: true,
+                ..route().key
+            },
+            ..route()
+        };
+        let directives = RequestDirectives::default();
+        let request = RequestView {
+            method: &Method::GET,
+            directives: &directives,
+            credentialed: true,
+            consumer_keyed: false,
+        };
+        let h = headers(&[("cache-control", "max-age=60")]);
+        let response = ResponseView {
+            status: 200,
+            headers: &h,
+            timing: timing(),
+        };
+        assert_eq!(
+            decide_storage(&rules(), &per_consumer, &request, &response),
+            Err(NotStorable::Authorization)
+        );
     }
 
     // Size cap: a known Content-Length above the largest object is refused.

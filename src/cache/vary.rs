@@ -10,7 +10,7 @@
 use http::header::{HeaderMap, HeaderName, VARY};
 
 use super::directives::trim;
-use super::key::{normalized_header, FramedHash};
+use super::key::FramedHash;
 
 /// What a response's `Vary` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +95,7 @@ pub fn secondary_key(names: &[HeaderName], request: &HeaderMap) -> Option<Second
     }
     let mut key = FramedHash::new(b"portcullis-cache-vary");
     for name in names {
-        key.part(b'N', name.as_str().as_bytes());
-        match normalized_header(request, name) {
-            Some(value) => key.part(b'V', value.as_bytes()),
-            None => key.part(b'A', b""),
-        }
+        key.header(request, name);
     }
     Some(SecondaryKey(key.finish()))
 }
