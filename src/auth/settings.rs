@@ -514,15 +514,25 @@ fn jwks_url_problem(url: &str) -> Option<String> {
     }
     let hint = "write an absolute http:// or https:// URL, \
                 e.g. \"https://idp.example.com/.well-known/jwks.json\"";
+    let shown = without_query(url);
     let Ok(uri) = url.parse::<http::Uri>() else {
-        return Some(format!("{url:?} is not a URL; {hint}"));
+        return Some(format!("{shown:?} is not a URL; {hint}"));
     };
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     let host_ok = uri.host().is_some_and(|h| !h.is_empty());
     if !scheme_ok || !host_ok {
-        return Some(format!("{url:?} is not an http(s) URL; {hint}"));
+        return Some(format!("{shown:?} is not an http(s) URL; {hint}"));
     }
     None
+}
+
+/// `url` with its query and fragment masked: a JWKS URL may carry a token there, and the
+/// issue reaches `check` output and the log of a failed reload.
+fn without_query(url: &str) -> String {
+    match url.find(['?', '#']) {
+        Some(at) => format!("{}?***", &url[..at]),
+        None => url.to_string(),
+    }
 }
 
 /// Whether the authority of `url` (between `scheme://` and the first `/`, `?` or `#`) has a
@@ -538,6 +548,14 @@ fn has_userinfo(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_jwks_url_is_quoted_without_its_query() {
+        let found = jwks_url_problem("ftp://idp.example.com/jwks?token=S3cretJwksToken")
+            .expect("not http(s)");
+        assert!(!found.contains("S3cretJwksToken"), "{found}");
+        assert!(found.contains("ftp://idp.example.com/jwks?***"), "{found}");
+    }
     use crate::auth::jwt::test_support::{config, keys};
 
     fn check(toml: &str) -> Vec<(String, String)> {

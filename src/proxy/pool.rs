@@ -135,6 +135,19 @@ pub enum CaError {
     },
 }
 
+/// The host name of a `Host` value: without its `:port`, and an IPv6 literal without its
+/// brackets.
+fn host_name_of(host: &str) -> String {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_string();
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
+        _ => host.to_string(),
+    }
+}
+
 /// Reads a PEM bundle of CA certificates.
 pub fn load_ca(file: &str) -> Result<Box<[X509]>, CaError> {
     let pem = std::fs::read(file).map_err(|source| CaError::Read {
@@ -463,10 +476,12 @@ impl PoolSpec {
         Some(PoolSpec {
             peers,
             hash_key,
+            // A `host_header` of `name:port` names the host `name`: SNI and the certificate
+            // check take the name alone, or every handshake would fail.
             sni: config
                 .sni
                 .clone()
-                .or_else(|| config.host_header.clone())
+                .or_else(|| config.host_header.as_deref().map(host_name_of))
                 .unwrap_or_default(),
             ca,
             host_header,
@@ -717,6 +732,13 @@ mod tests {
                 && found[0].contains("No such file"),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn sni_taken_from_host_header_leaves_out_the_port() {
+        assert_eq!(host_name_of("api.example.com:8443"), "api.example.com");
+        assert_eq!(host_name_of("api.example.com"), "api.example.com");
+        assert_eq!(host_name_of("[2001:db8::1]:443"), "2001:db8::1");
     }
 
     #[test]

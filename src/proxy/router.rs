@@ -131,7 +131,12 @@ fn report_duplicate_matches(routes: &[RouteConfig], issues: &mut Issues) {
             .collect();
         methods.sort();
         methods.dedup();
-        let mut hosts: Vec<String> = r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        // Trimmed and lowercased as `HostPattern::parse` stores them.
+        let mut hosts: Vec<String> = r
+            .hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
         if hosts.is_empty() {
             hosts.push("*any*".into());
         }

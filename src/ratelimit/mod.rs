@@ -487,6 +487,12 @@ fn compile_rule(
     for (plan, limit) in &rule.plan_limits {
         if *limit == 0 {
             issues.push(format!("{at}.plan_limits.{plan}"), "must be at least 1");
+        } else if rule.cost > *limit {
+            // Every request of the plan would be refused forever.
+            issues.push(
+                format!("{at}.plan_limits.{plan}"),
+                format!("must be at least the rule's cost ({})", rule.cost),
+            );
         }
     }
     let (subject, window_ms) = (subject?, window_ms?);
@@ -1074,6 +1080,23 @@ rate_limits = [
         for (f, e) in found.iter().zip(expect) {
             assert!(f.starts_with(e), "{f:?} is not {e:?}");
         }
+    }
+
+    #[test]
+    fn a_plan_limit_below_the_cost_is_refused() {
+        let found = route_issues(
+            r#"
+[[routes]]
+name = "r"
+upstream = "u"
+rate_limits = [{ name = "a", by = "ip", limit = 10, cost = 5, window = "1s", plan_limits = { free = 4, gold = 5 } }]
+"#,
+            &[],
+        );
+        assert_eq!(
+            found,
+            ["routes[0].rate_limits[0].plan_limits.free: must be at least the rule's cost (5)"]
+        );
     }
 
     #[test]

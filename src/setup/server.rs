@@ -51,8 +51,8 @@ impl ServerSettings {
             let Some(parsed) = issues.value(path.clone(), addr) else {
                 continue;
             };
-            // Compared as written, as Pingora is given them.
-            if !seen.insert(addr.raw().trim().to_string()) {
+            // Compared as parsed (`[::1]:80` is `[0:0::1]:80`), as Pingora is given them.
+            if !seen.insert(parsed) {
                 issues.push(path, format!("address {:?} is listed twice", addr.raw()));
             }
             listen.push(parsed);
@@ -79,14 +79,14 @@ impl ServerSettings {
 }
 
 impl TlsListener {
-    /// `plain` holds the plain listeners' addresses as written.
+    /// `plain` holds the plain listeners' addresses.
     fn compile(
         tls: &TlsListenerConfig,
-        plain: &HashSet<String>,
+        plain: &HashSet<SocketAddr>,
         issues: &mut Issues,
     ) -> Option<TlsListener> {
         let listen = issues.value("server.tls.listen", &tls.listen);
-        if listen.is_some() && plain.contains(tls.listen.raw().trim()) {
+        if listen.is_some_and(|addr| plain.contains(&addr)) {
             issues.push("server.tls.listen", "already used by a plain HTTP listener");
         }
         for (field, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
