@@ -381,7 +381,7 @@ pub(crate) fn compile_pools(
     upstreams: &[UpstreamConfig],
     previous: Option<&HashMap<String, Arc<Pool>>>,
     issues: &mut Issues,
-) -> Result<Pools, PoolError> {
+) -> Pools {
     let mut names = HashSet::new();
     let mut pools = HashMap::new();
     for (i, u) in upstreams.iter().enumerate() {
@@ -404,14 +404,22 @@ pub(crate) fn compile_pools(
             .cloned();
         let pool = match reused {
             Some(p) => p,
-            None => Arc::new(Pool::build(u, spec)?),
+            None => match Pool::build(u, spec) {
+                Ok(p) => Arc::new(p),
+                // Pingora refused settings that compiled: one more problem of this upstream,
+                // reported beside the others.
+                Err(e) => {
+                    issues.push(at, e.to_string());
+                    continue;
+                }
+            },
         };
         pools.entry(u.name.clone()).or_insert(pool);
     }
-    Ok(Pools {
+    Pools {
         declared: names,
         by_name: pools,
-    })
+    }
 }
 
 // === impl PoolSpec ===
@@ -765,7 +773,7 @@ mod tests {
         let mut issues = Issues::default();
         let (a, mut b) = (upstream(""), upstream(""));
         b.peers[0].weight = 2;
-        let pools = compile_pools(&[a, b], None, &mut issues).expect("pingora builds them");
+        let pools = compile_pools(&[a, b], None, &mut issues);
         let found: Vec<String> = issues.into_vec().iter().map(|i| i.to_string()).collect();
         assert_eq!(
             found,
@@ -779,8 +787,8 @@ mod tests {
     fn an_unchanged_upstream_keeps_its_pool_across_compiles() {
         let u = upstream("");
         let mut issues = Issues::default();
-        let first = compile_pools(std::slice::from_ref(&u), None, &mut issues).expect("builds");
-        let second = compile_pools(&[u], Some(&first.by_name), &mut issues).expect("builds again");
+        let first = compile_pools(std::slice::from_ref(&u), None, &mut issues);
+        let second = compile_pools(&[u], Some(&first.by_name), &mut issues);
         assert!(issues.is_empty());
         assert!(Arc::ptr_eq(&first.by_name["u"], &second.by_name["u"]));
     }

@@ -217,9 +217,6 @@ pub enum SnapshotError {
     /// Compiling found problems; [`SnapshotError::in_file`] names the file they are in.
     #[error("{}", render_issues(.0))]
     Invalid(Vec<Issue>),
-    /// A pool could not be built from settings that compiled.
-    #[error(transparent)]
-    Pool(#[from] crate::proxy::pool::PoolError),
     /// The config-declared API keys could not be stored.
     #[error("auth.api_key.keys: {source}")]
     StaticKeyStore {
@@ -253,59 +250,36 @@ fn render_issues(issues: &[Issue]) -> String {
         .join("\n")
 }
 
-/// Why a compile failed: the issues found, and an error that stopped a part.
-struct Rejected {
-    issues: Vec<Issue>,
-    error: Option<SnapshotError>,
-}
-
-impl Rejected {
-    fn by(error: SnapshotError, issues: &mut Issues) -> Rejected {
-        Rejected {
-            issues: std::mem::take(issues).into_vec(),
-            error: Some(error),
-        }
-    }
-}
-
 // === impl Snapshot ===
 
 impl Snapshot {
     /// Compiles the reloadable part of a config, reusing pools of `previous` whose config is
-    /// unchanged; every problem found is returned as [`SnapshotError::Invalid`]. An error of a
-    /// part that does not report issues yet (a rate-limit rule, auth) comes first: the checks
-    /// of `setup` report those parts as issues before a snapshot is ever compiled for real.
+    /// unchanged; every problem found is returned as [`SnapshotError::Invalid`].
     pub(crate) fn compile(
         config: Config,
         previous: Option<&Snapshot>,
         services: &Services,
     ) -> Result<Snapshot, SnapshotError> {
-        Snapshot::compile_reporting(config, previous, services).map_err(|rejected| {
-            rejected
-                .error
-                .unwrap_or(SnapshotError::Invalid(rejected.issues))
-        })
+        Snapshot::compile_reporting(config, previous, services).map_err(SnapshotError::Invalid)
     }
 
-    /// Every issue compiling `config` finds, whatever else fails: for reporting a file that
-    /// has already failed other checks.
+    /// Every issue compiling `config` finds: for reporting a file that has already failed
+    /// other checks.
     pub(crate) fn issues(config: Config, services: &Services) -> Vec<Issue> {
-        match Snapshot::compile_reporting(config, None, services) {
-            Ok(_) => Vec::new(),
-            Err(rejected) => rejected.issues,
-        }
+        Snapshot::compile_reporting(config, None, services)
+            .err()
+            .unwrap_or_default()
     }
 
     fn compile_reporting(
         config: Config,
         previous: Option<&Snapshot>,
         services: &Services,
-    ) -> Result<Snapshot, Rejected> {
+    ) -> Result<Snapshot, Vec<Issue>> {
         let mut issues = Issues::default();
         let Features { auth, policies } =
             Features::compile(&config, previous, services, &mut issues);
-        let pools = compile_pools(&config.upstreams, previous.map(|p| &p.pools), &mut issues)
-            .map_err(|e| Rejected::by(e.into(), &mut issues))?;
+        let pools = compile_pools(&config.upstreams, previous.map(|p| &p.pools), &mut issues);
         let clients = ClientRules::compile(&config.server, &mut issues);
         let redactor = Redactor::compile(&config.log, &config.auth, &mut issues);
         let router = Router::compile(&config.routes, &mut issues);
@@ -321,10 +295,7 @@ impl Snapshot {
         let (Some(clients), Some(redactor), Some(router), Some(auth), true) =
             (clients, redactor, router, auth, issues.is_empty())
         else {
-            return Err(Rejected {
-                issues: issues.into_vec(),
-                error: None,
-            });
+            return Err(issues.into_vec());
         };
         let spoof_guard = SpoofGuard::new(auth.claim_headers());
         Ok(Snapshot {
