@@ -45,6 +45,8 @@ pub(crate) struct Pool {
     peers: Vec<PoolPeer>,
     /// Host header for upstream requests when the route does not preserve the client's.
     pub(crate) host_header: Option<http::HeaderValue>,
+    /// The `ca_file` certificates the peers verify against, as loaded.
+    ca: Option<Arc<Box<[X509]>>>,
     health_interval: Option<Duration>,
     /// Milliseconds since `epoch` when the next health check is due.
     next_check_ms: AtomicU64,
@@ -164,6 +166,18 @@ pub fn load_ca(file: &str) -> Result<Box<[X509]>, CaError> {
         });
     }
     Ok(certs.into_boxed_slice())
+}
+
+/// Whether two loaded CA bundles hold the same certificates, by their DER bytes.
+fn same_certificates(a: Option<&[X509]>, b: Option<&[X509]>) -> bool {
+    let der = |certs: &[X509]| -> Option<Vec<Vec<u8>>> {
+        certs.iter().map(|c| c.to_der().ok()).collect()
+    };
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => der(a).is_some_and(|a| der(b) == Some(a)),
+        _ => false,
+    }
 }
 
 /// Why a pool could not be built from settings that compiled (Pingora refused them).
@@ -294,6 +308,7 @@ impl Pool {
             hash_key: spec.hash_key,
             peers,
             host_header: spec.host_header,
+            ca: spec.ca,
             health_interval: spec.health_check.as_ref().map(|hc| hc.interval),
             next_check_ms: AtomicU64::new(0),
             check_running: AtomicBool::new(false),
@@ -398,9 +413,16 @@ pub(crate) fn compile_pools(
         let Some(spec) = PoolSpec::compile(u, &at, issues) else {
             continue;
         };
+        // The config text alone is not enough: a `ca_file` rotated in place must take effect.
         let reused = previous
             .and_then(|p| p.get(&u.name))
-            .filter(|p| p.config == *u)
+            .filter(|p| {
+                p.config == *u
+                    && same_certificates(
+                        p.ca.as_deref().map(|c| &c[..]),
+                        spec.ca.as_deref().map(|c| &c[..]),
+                    )
+            })
             .cloned();
         let pool = match reused {
             Some(p) => p,
@@ -740,6 +762,44 @@ mod tests {
                 && found[0].contains("No such file"),
             "{found:#?}"
         );
+    }
+
+    /// A fresh self-signed certificate in PEM, made by the `openssl` command.
+    fn certificate(dir: &std::path::Path, name: &str) -> Vec<u8> {
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "1"])
+            .args(["-subj", &format!("/CN={name}"), "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl command is needed (Debian package openssl)");
+        assert!(status.success(), "openssl req failed");
+        std::fs::read(&cert).expect("certificate written")
+    }
+
+    #[test]
+    fn a_ca_file_rotated_in_place_rebuilds_the_pool_and_an_unchanged_one_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, certificate(dir.path(), "one")).expect("write ca");
+        let u = upstream(&format!(
+            "tls = true\nsni = \"api.internal\"\nca_file = {ca:?}\n"
+        ));
+        let mut issues = Issues::default();
+        let first = compile_pools(std::slice::from_ref(&u), None, &mut issues);
+        let same = compile_pools(std::slice::from_ref(&u), Some(&first.by_name), &mut issues);
+        std::fs::write(&ca, certificate(dir.path(), "two")).expect("rotate ca");
+        let rotated = compile_pools(std::slice::from_ref(&u), Some(&same.by_name), &mut issues);
+        assert!(issues.is_empty(), "{:?}", issues.into_vec());
+        assert!(Arc::ptr_eq(&first.by_name["u"], &same.by_name["u"]));
+        assert!(!Arc::ptr_eq(&same.by_name["u"], &rotated.by_name["u"]));
     }
 
     #[test]
